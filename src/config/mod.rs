@@ -1,0 +1,5 @@
+//! Stage 1: relay.toml → validated [`Config`].
+
+mod mapping;
+
+pub use mapping::{MappingConfig, Naming, UserIdRule};

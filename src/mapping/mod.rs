@@ -1,0 +1,2 @@
+//! Stage 3: verified webhook → Segment events. Pure: no I/O, no panics.
+//! (Placeholder: the mapping work defines it fully.)

@@ -1,0 +1,90 @@
+//! Stage 2 of the pipeline: (headers, raw body) → a verified [`Webhook`].
+//!
+//! Nothing downstream ever sees an unverified body: the only constructors of
+//! [`Webhook`] are the per-kind `verify` functions in [`shopify`] and
+//! [`convertedin`], and [`Webhook::from_store`], which rebuilds a webhook that
+//! was verified before it was written to the queue.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Which sender a source receives from; decides headers, signature and URL shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Shopify: `POST /webhooks/shopify/{source}`, topic in `X-Shopify-Topic`.
+    Shopify,
+    /// convertedin: `POST /webhooks/convertedin/{source}/{resource}/{action}`.
+    Convertedin,
+}
+
+impl SourceKind {
+    /// The lowercase name used in relay.toml, URLs and `context.source.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Shopify => "shopify",
+            SourceKind::Convertedin => "convertedin",
+        }
+    }
+}
+
+/// Everything about a webhook except its body; stored beside the body in the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookMeta {
+    /// Sender kind of the source that received it.
+    pub kind: SourceKind,
+    /// The `[sources.NAME]` that received it.
+    pub source: String,
+    /// Topic as received (`orders/create`, or `orders/update` from convertedin).
+    pub topic: String,
+    /// `X-Shopify-Shop-Domain` / `X-Shop-Domain`, if sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_domain: Option<String>,
+    /// `X-Shopify-Webhook-Id`, if sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    /// `X-Shopify-Event-Id`, if sent: shared by every redelivery of one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `X-Shopify-API-Version`, if sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `X-Shopify-Triggered-At`, if sent: a timestamp fallback for mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_at: Option<String>,
+    /// The id duplicates share: event id, else webhook id (Shopify), else a
+    /// SHA-256 of topic + body (convertedin, and Shopify without either header).
+    pub dedup_id: String,
+    /// When the relay accepted it, milliseconds since the Unix epoch (UTC).
+    pub received_at_ms: u64,
+}
+
+/// A webhook whose HMAC signature has been verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    meta: WebhookMeta,
+    body: Bytes,
+}
+
+impl Webhook {
+    /// Crate-internal: only the verifiers call this, after the MAC matched.
+    pub(crate) fn verified(meta: WebhookMeta, body: Bytes) -> Self {
+        Webhook { meta, body }
+    }
+
+    /// Rebuilds a webhook read back from the queue (it was verified before it
+    /// was stored), or one built by a test or fixture.
+    pub fn from_store(meta: WebhookMeta, body: Bytes) -> Self {
+        Webhook { meta, body }
+    }
+
+    /// Headers and ids.
+    pub fn meta(&self) -> &WebhookMeta {
+        &self.meta
+    }
+
+    /// The raw body exactly as signed by the sender.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
