@@ -1,0 +1,163 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::from_toml_str(text, &no_env) {
+        Ok(_) => vec![],
+        Err(ConfigError::Invalid(p)) => p.into_iter().map(|p| p.to_string()).collect(),
+        Err(e) => vec![e.to_string()],
+    }
+}
+
+const MINIMAL: &str = r#"
+[sources.acme]
+kind = "shopify"
+secrets = ["s3cr3t-value"]
+[destinations.wh]
+url = "http://127.0.0.1:9000/events"
+"#;
+
+#[test]
+fn shipped_relay_toml_parses_with_no_environment() {
+    let text = include_str!("../../relay.toml");
+    let cfg = Config::from_toml_str(text, &no_env).expect("shipped relay.toml must be valid");
+    assert_eq!(cfg.sources["shop"].kind, SourceKind::Shopify);
+    assert_eq!(cfg.sources["shop"].destinations, ["receiver"]);
+    assert!(cfg.server.admin_token.is_none());
+    assert_eq!(cfg.retry, RetryConfig::default());
+}
+
+#[test]
+fn defaults_fill_what_is_omitted() {
+    let cfg = Config::from_toml_str(MINIMAL, &no_env).unwrap();
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(cfg.server.admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(cfg.server.max_body_bytes, 1 << 20);
+    let src = &cfg.sources["acme"];
+    assert_eq!(src.destinations, ["wh"], "no list means every destination");
+    assert_eq!(src.delivery, DeliveryMode::Fanout);
+    let d = &cfg.destinations["wh"];
+    assert_eq!(d.format, Format::Webhook);
+    assert_eq!(d.timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn interpolation_and_defaults() {
+    let text = r#"
+[sources.acme]
+kind = "shopify"
+secrets = ["${A}", "${B:-fallback}"]
+"#;
+    let env = |n: &str| (n == "A").then(|| "from-env".to_string());
+    let cfg = Config::from_toml_str(text, &env).unwrap();
+    let s: Vec<_> = cfg.sources["acme"]
+        .secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    assert_eq!(s, ["from-env", "fallback"]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key() {
+    let text = r#"
+[server]
+listen = "nowhere"
+colour = "blue"
+[retry]
+max_age = "4 hours"
+[sources.acme]
+kind = "woocommerce"
+secrets = ["${UNSET_SECRET_VAR}"]
+destinations = ["a", "b", "c", "d", "e", "f", "ghost"]
+[destinations.a]
+url = "ftp://example.com/x"
+format = "carrier-pigeon"
+[destinations.b]
+url = "http://127.0.0.1:1/b"
+timeout = "soon"
+[destinations.c]
+url = "not a url"
+[destinations.d]
+url = "http://127.0.0.1:1/d"
+[destinations.e]
+url = "http://127.0.0.1:1/e"
+[destinations.f]
+url = "http://127.0.0.1:1/f"
+format = "segment-api"
+"#;
+    let p = problems(text);
+    let expect = [
+        "server.listen: `nowhere` is not an address",
+        "server.colour: unknown key",
+        "retry.max_age: `4 hours` is not a duration",
+        "sources.acme.kind: unknown kind `woocommerce`",
+        "sources.acme.secrets[0]: environment variable UNSET_SECRET_VAR is not set",
+        "sources.acme.destinations: 7 destinations; a source may have at most 5",
+        "sources.acme.destinations: `ghost` is not a defined [destinations.ghost]",
+        "destinations.a.url: scheme `ftp` is not http or https",
+        "destinations.a.format: unknown format `carrier-pigeon`",
+        "destinations.b.timeout: `soon` is not a duration",
+        "destinations.c.url: not a valid URL",
+        "destinations.f.write_key: is required for format \"segment-api\"",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_problems() {
+    let text = r#"
+[server]
+admin_token = 12345
+[sources.acme]
+kind = "shopify"
+secrets = "s3cr3t-value"
+[destinations.wh]
+url = "http://127.0.0.1:9000/events"
+shared_secret = ["s3cr3t-value"]
+headers = { "Bad Header" = "s3cr3t-value" }
+"#;
+    let p = problems(text);
+    assert!(p.len() >= 4, "{p:#?}");
+    assert!(!p.join("\n").contains("s3cr3t"), "{p:#?}");
+    assert!(!p.join("\n").contains("12345"), "{p:#?}");
+}
+
+#[test]
+fn too_many_implicit_destinations_is_refused() {
+    let mut text = String::from("[sources.acme]\nkind = \"shopify\"\nsecrets = [\"x\"]\n");
+    for i in 0..6 {
+        text.push_str(&format!(
+            "[destinations.d{i}]\nurl = \"http://127.0.0.1:1/\"\n"
+        ));
+    }
+    let p = problems(&text);
+    assert!(
+        p[0].starts_with("sources.acme.destinations: not set, so it means all 6"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn bad_toml_names_the_line() {
+    let p = problems("[server]\nlisten = \n");
+    assert!(p[0].starts_with("line 2: not valid TOML"), "{p:?}");
+}
+
+#[test]
+fn no_source_is_refused() {
+    let p = problems("[server]\n");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("sources: define at least one")),
+        "{p:?}"
+    );
+}
