@@ -5,8 +5,42 @@
 //! [`convertedin`], and [`Webhook::from_store`], which rebuilds a webhook that
 //! was verified before it was written to the queue.
 
+pub mod convertedin;
+pub mod shopify;
+mod verify;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+pub use verify::{Rejection, Verifier};
+
+/// Read access to request headers by lowercase name, so verification does not
+/// depend on the HTTP library.
+pub trait Headers {
+    /// The header's value if present and valid UTF-8.
+    fn get(&self, name: &str) -> Option<&str>;
+    /// Same, owned, with empty values treated as absent; at most 256 bytes kept.
+    fn get_owned(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(256).collect())
+    }
+}
+
+impl Headers for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Headers for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
 
 /// Which sender a source receives from; decides headers, signature and URL shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
