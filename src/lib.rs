@@ -13,4 +13,5 @@
 pub mod config;
 pub mod event;
 pub mod mapping;
+pub mod queue;
 pub mod sources;

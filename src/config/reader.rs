@@ -72,10 +72,6 @@ impl<'a> Reader<'a> {
         self.table.contains_key(name)
     }
 
-    pub fn problems(&self) -> &'a Problems {
-        self.problems
-    }
-
     pub fn problem(&self, name: &str, reason: impl Into<String>) {
         self.problems.push(self.key(name), reason);
     }

@@ -1,0 +1,122 @@
+//! Group commit: one committer thread turns many concurrent accepts into one
+//! atomic write and one `flush()`, then answers each request.
+//!
+//! While one flush runs, the next requests queue up, so the batch grows with
+//! load by itself: no timer, no tuning. The committer is a plain thread
+//! because `flush()` blocks (and `flush_async` deadlocks; see DESIGN.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::{Accept, AcceptOutcome, Store, StoreError};
+
+/// Accepts waiting at most; past this, ingest answers 503 rather than queue
+/// without bound.
+const QUEUE: usize = 16 * 1024;
+/// Most accepts in one write.
+const MAX_BATCH: usize = 4096;
+/// Most body bytes in one write.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
+struct Pending {
+    accept: Accept,
+    reply: oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+}
+
+/// Called after each successful write with the lanes that got new work and the
+/// number of accepts in the batch.
+pub type OnCommit = Box<dyn Fn(&[&str], usize) + Send>;
+
+/// The handle ingest uses. Dropping every clone stops the committer after it
+/// has written what it holds.
+#[derive(Clone)]
+pub struct Committer {
+    tx: SyncSender<Pending>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Committer {
+    /// Starts the committer thread over `store`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: fn() -> u64,
+        on_commit: OnCommit,
+    ) -> (Committer, JoinHandle<()>) {
+        let (tx, rx) = sync_channel(QUEUE);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = healthy.clone();
+        let thread = std::thread::Builder::new()
+            .name("shoprelay-commit".into())
+            .spawn(move || run(rx, store, clock, on_commit, h))
+            .expect("spawning the committer thread at start-up");
+        (Committer { tx, healthy }, thread)
+    }
+
+    /// Stores `accept` durably; resolves only after the flush that covers it.
+    pub async fn accept(&self, accept: Accept) -> Result<AcceptOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Pending { accept, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// False after a failed write, until a write succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+fn run(
+    rx: Receiver<Pending>,
+    store: Arc<dyn Store>,
+    clock: fn() -> u64,
+    on_commit: OnCommit,
+    healthy: Arc<AtomicBool>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut bytes = first.accept.webhook.body().len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.accept.webhook.body().len();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (accepts, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.accept, p.reply)).unzip();
+        match store.accept_batch(&accepts, clock()) {
+            Ok(outcomes) => {
+                healthy.store(true, Ordering::Relaxed);
+                let mut lanes: Vec<&str> = accepts
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| matches!(o, AcceptOutcome::Queued(_)))
+                    .flat_map(|(a, _)| a.deliveries.iter().map(|d| d.lane.as_str()))
+                    .collect();
+                lanes.sort_unstable();
+                lanes.dedup();
+                on_commit(&lanes, accepts.len());
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                healthy.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, count = accepts.len(), "storage write failed; answering 503");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
+    }
+}

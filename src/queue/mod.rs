@@ -1,0 +1,180 @@
+//! Stage 4: the durable queue. Everything the relay promises survives here.
+//!
+//! [`Store`] is a small set of primitives with no backend types in its
+//! signatures (a PostgreSQL backend with `FOR UPDATE SKIP LOCKED` leases fits
+//! the same shape); the policy around it — group commit in [`commit`], retry
+//! decisions in `delivery` — is shared code. Records are versioned (`V1`) so an
+//! upgraded relay can read yesterday's queue.
+
+pub mod commit;
+mod record;
+pub mod sled;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use crate::sources::Webhook;
+
+pub use record::{DeliveryRecord, DeliveryState};
+
+/// A webhook's id: assigned at accept, monotonic.
+pub type WebhookId = u64;
+
+/// One delivery: a webhook to one lane (a destination, or a first-success set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId {
+    /// The webhook it delivers.
+    pub webhook: WebhookId,
+    /// Position among the webhook's deliveries (< 5 for fan-out).
+    pub slot: u8,
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.webhook, self.slot)
+    }
+}
+
+impl std::str::FromStr for DeliveryId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a delivery id (like 00000000000004d2-0)");
+        let (w, slot) = s.split_once('-').ok_or_else(bad)?;
+        if w.len() != 16 {
+            return Err(bad());
+        }
+        Ok(DeliveryId {
+            webhook: u64::from_str_radix(w, 16).map_err(|_| bad())?,
+            slot: slot.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Renders a webhook id the way the ingest answer and the admin API show it.
+pub fn webhook_id_string(id: WebhookId) -> String {
+    format!("{id:016x}")
+}
+
+/// A delivery to create at accept time.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// The lane that works it: a destination name, or `first-success:SOURCE`.
+    pub lane: String,
+    /// The destinations it goes to, in order (one for fan-out).
+    pub targets: Vec<String>,
+}
+
+/// One webhook to accept, with its deliveries; written in one atomic step.
+#[derive(Clone, Debug)]
+pub struct Accept {
+    /// The verified webhook.
+    pub webhook: Webhook,
+    /// One per routed lane.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// What an accept did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Newly stored and flushed.
+    Queued(WebhookId),
+    /// Already accepted within the dedup window; nothing written.
+    Duplicate(WebhookId),
+}
+
+/// A claimed delivery with its webhook, leased to the caller until the lease ends.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The delivery's state as stored (its `due_ms` is the lease end).
+    pub record: DeliveryRecord,
+    /// The webhook to deliver.
+    pub webhook: Webhook,
+}
+
+/// A dead letter as listed.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The delivery record (state `Dead`).
+    pub record: DeliveryRecord,
+    /// The webhook, when it is still stored.
+    pub webhook: Option<Webhook>,
+}
+
+/// Pending work per lane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneStats {
+    /// Deliveries waiting or in flight.
+    pub pending: u64,
+    /// Due time of the earliest one, ms since the epoch.
+    pub oldest_due_ms: Option<u64>,
+}
+
+/// Storage failed; the caller answers 503 (ingest) or retries later (delivery).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("stored record is corrupt or from an unknown version: {0}")]
+    Corrupt(String),
+    #[error("storage is shutting down")]
+    Closed,
+    #[error("accept queue is full")]
+    Overloaded,
+}
+
+/// The primitives every backend provides. Times are ms since the Unix epoch,
+/// passed in so that tests control the clock.
+pub trait Store: Send + Sync + 'static {
+    /// Dedups and stores every accept in one atomic, durable (flushed) write.
+    /// Outcomes are in input order.
+    fn accept_batch(&self, items: &[Accept], now_ms: u64)
+    -> Result<Vec<AcceptOutcome>, StoreError>;
+
+    /// Leases up to `limit` deliveries of `lane` due at `now_ms`, until `lease_until_ms`.
+    fn claim_due(
+        &self,
+        lane: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// The earliest due time in `lane`, to sleep until.
+    fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Saves a changed pending record (progress, or the next attempt's due time).
+    fn update(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+
+    /// The delivery succeeded: forget it (and the webhook once nothing refers to it).
+    fn complete(&self, id: DeliveryId) -> Result<(), StoreError>;
+
+    /// Moves a delivery to the dead letters; `record.state` must be `Dead`.
+    fn bury(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+
+    /// Dead letters in id order, after `after`, at most `limit`.
+    fn dead_letters(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// One dead letter.
+    fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Makes a dead letter pending again, due at `now_ms`, with a fresh retry window.
+    /// Returns the lane to wake, or None when `id` is not a dead letter.
+    fn replay(&self, id: DeliveryId, now_ms: u64) -> Result<Option<String>, StoreError>;
+
+    /// Deletes a dead letter; false when it was not one.
+    fn purge(&self, id: DeliveryId) -> Result<bool, StoreError>;
+
+    /// Pending deliveries per lane and the dead-letter count.
+    fn stats(&self) -> Result<(std::collections::BTreeMap<String, LaneStats>, u64), StoreError>;
+
+    /// Forgets dedup ids accepted before `before_ms`; returns how many.
+    fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

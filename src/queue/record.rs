@@ -1,0 +1,121 @@
+//! Stored record formats. The first byte is the version; readers refuse what
+//! they do not know instead of guessing.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{DeliveryId, StoreError};
+use crate::sources::{Webhook, WebhookMeta};
+
+const V1: u8 = 1;
+
+/// Where a delivery stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for `due_ms`, or leased until it.
+    Pending,
+    /// Given up; kept for inspection and replay.
+    Dead {
+        /// When it was buried.
+        dead_at_ms: u64,
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
+}
+
+/// One delivery of one webhook to one lane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// Webhook and slot.
+    #[serde(with = "id_serde")]
+    pub id: DeliveryId,
+    /// The lane that works it.
+    pub lane: String,
+    /// Destinations, in order.
+    pub targets: Vec<String>,
+    /// When it is next due (or when its lease ends), ms since the epoch.
+    pub due_ms: u64,
+    /// Attempts made so far in this retry window.
+    pub attempts: u32,
+    /// When the first attempt of this window was made; `max_age` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at_ms: Option<u64>,
+    /// How many of the mapped events already reached the destination (so a
+    /// retry resumes after them instead of sending them twice).
+    #[serde(default)]
+    pub events_done: u32,
+    /// The last failure, for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// HTTP status of the last failure, if there was a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    /// Pending or dead.
+    #[serde(flatten)]
+    pub state: DeliveryState,
+}
+
+mod id_serde {
+    use super::DeliveryId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &DeliveryId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeliveryId, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+pub fn encode_delivery(r: &DeliveryRecord) -> Vec<u8> {
+    let mut out = vec![V1];
+    // Serializing plain structs to JSON cannot fail.
+    out.extend(serde_json::to_vec(r).unwrap_or_default());
+    out
+}
+
+pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&V1, rest)) => serde_json::from_slice(rest).map_err(|e| corrupt("delivery", e)),
+        Some((v, _)) => Err(corrupt("delivery", format!("unknown version {v}"))),
+        None => Err(corrupt("delivery", "empty")),
+    }
+}
+
+/// `V1 ++ meta_len (u32 BE) ++ meta JSON ++ raw body`: the body is kept byte for
+/// byte, since it is what was signed.
+pub fn encode_webhook(w: &Webhook) -> Vec<u8> {
+    let meta = serde_json::to_vec(w.meta()).unwrap_or_default();
+    let mut out = Vec::with_capacity(5 + meta.len() + w.body().len());
+    out.push(V1);
+    out.extend((meta.len() as u32).to_be_bytes());
+    out.extend(meta);
+    out.extend_from_slice(w.body());
+    out
+}
+
+pub fn decode_webhook(bytes: &[u8]) -> Result<Webhook, StoreError> {
+    let (&v, rest) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("webhook", "empty"))?;
+    if v != V1 {
+        return Err(corrupt("webhook", format!("unknown version {v}")));
+    }
+    if rest.len() < 4 {
+        return Err(corrupt("webhook", "truncated"));
+    }
+    let (len, rest) = rest.split_at(4);
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if rest.len() < len {
+        return Err(corrupt("webhook", "truncated"));
+    }
+    let (meta, body) = rest.split_at(len);
+    let meta: WebhookMeta = serde_json::from_slice(meta).map_err(|e| corrupt("webhook", e))?;
+    Ok(Webhook::from_store(meta, Bytes::copy_from_slice(body)))
+}

@@ -1,0 +1,401 @@
+//! The embedded backend: one sled tree, key prefixes as tables, so that every
+//! multi-record change is one atomic `apply_batch`.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `w` | webhook id | webhook record (meta + raw body) |
+//! | `k` | source 0 topic 0 dedup id | webhook id, accepted ms |
+//! | `t` | accepted ms, webhook id | the `k` key (expiry index) |
+//! | `d` | webhook id, slot | delivery record |
+//! | `q` | lane 0 due ms, webhook id, slot | — (due index; a lease is a re-key) |
+//! | `x` | webhook id, slot | — (dead-letter index) |
+//!
+//! sled facts this relies on (DESIGN.md): writes are lost on a crash unless
+//! `flush()` ran, so `accept_batch` flushes before returning; `flush_async`
+//! deadlocks under concurrency and is never called; batches are all-or-nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+use ::sled::{Batch, IVec, Tree};
+
+use super::record::{decode_delivery, decode_webhook, encode_delivery, encode_webhook};
+use super::*;
+
+/// sled behind [`Store`].
+pub struct SledStore {
+    db: ::sled::Db,
+    tree: Tree,
+    /// Serialises the changes that end a delivery, per webhook stripe, so two
+    /// lanes finishing the same webhook agree on who deletes it.
+    stripes: Vec<Mutex<()>>,
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+fn read_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(a)
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn wkey(w: WebhookId) -> Vec<u8> {
+    key(b'w', &[&be(w)])
+}
+fn dkey(id: DeliveryId) -> Vec<u8> {
+    key(b'd', &[&be(id.webhook), &[id.slot]])
+}
+fn xkey(id: DeliveryId) -> Vec<u8> {
+    key(b'x', &[&be(id.webhook), &[id.slot]])
+}
+fn lane_prefix(lane: &str) -> Vec<u8> {
+    key(b'q', &[lane.as_bytes(), &[0]])
+}
+fn qkey(lane: &str, due_ms: u64, id: DeliveryId) -> Vec<u8> {
+    let mut k = lane_prefix(lane);
+    k.extend_from_slice(&be(due_ms));
+    k.extend_from_slice(&be(id.webhook));
+    k.push(id.slot);
+    k
+}
+/// (due, id) from the tail of a `q` key.
+fn parse_qtail(tail: &[u8]) -> Option<(u64, DeliveryId)> {
+    (tail.len() == 17).then(|| {
+        let id = DeliveryId {
+            webhook: read_u64(&tail[8..16]),
+            slot: tail[16],
+        };
+        (read_u64(&tail[..8]), id)
+    })
+}
+
+fn err(e: ::sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()
+            .map_err(err)?;
+        let tree = db.open_tree("relay").map_err(err)?;
+        let stripes = (0..64).map(|_| Mutex::new(())).collect();
+        Ok(SledStore { db, tree, stripes })
+    }
+
+    fn stripe(&self, w: WebhookId) -> std::sync::MutexGuard<'_, ()> {
+        let m = &self.stripes[(w % self.stripes.len() as u64) as usize];
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.tree
+            .get(dkey(id))
+            .map_err(err)?
+            .map(|v| decode_delivery(&v))
+            .transpose()
+    }
+
+    pub(crate) fn get_webhook(&self, w: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        self.tree
+            .get(wkey(w))
+            .map_err(err)?
+            .map(|v| decode_webhook(&v))
+            .transpose()
+    }
+
+    /// Removes delivery `id` in `batch`, and its webhook when no other delivery
+    /// of it remains. Caller holds the stripe lock.
+    fn remove_delivery(&self, id: DeliveryId, batch: &mut Batch) -> Result<(), StoreError> {
+        batch.remove(dkey(id));
+        let siblings = self
+            .tree
+            .scan_prefix(key(b'd', &[&be(id.webhook)]))
+            .keys()
+            .filter(|k| {
+                k.as_ref()
+                    .map_or(true, |k| k.as_ref() != dkey(id).as_slice())
+            })
+            .count();
+        if siblings == 0 {
+            batch.remove(wkey(id.webhook));
+        }
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn accept_batch(
+        &self,
+        items: &[Accept],
+        now_ms: u64,
+    ) -> Result<Vec<AcceptOutcome>, StoreError> {
+        let mut batch = Batch::default();
+        let mut fresh: HashMap<Vec<u8>, WebhookId> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for a in items {
+            let m = a.webhook.meta();
+            let k = key(
+                b'k',
+                &[
+                    m.source.as_bytes(),
+                    &[0],
+                    m.topic.as_bytes(),
+                    &[0],
+                    m.dedup_id.as_bytes(),
+                ],
+            );
+            if let Some(&w) = fresh.get(&k) {
+                out.push(AcceptOutcome::Duplicate(w));
+                continue;
+            }
+            if let Some(v) = self.tree.get(&k).map_err(err)? {
+                out.push(AcceptOutcome::Duplicate(read_u64(&v)));
+                continue;
+            }
+            let w = self.db.generate_id().map_err(err)?;
+            let mut kv = be(w).to_vec();
+            kv.extend_from_slice(&be(now_ms));
+            batch.insert(k.clone(), kv);
+            batch.insert(key(b't', &[&be(now_ms), &be(w)]), k.clone());
+            if !a.deliveries.is_empty() {
+                batch.insert(wkey(w), encode_webhook(&a.webhook));
+            }
+            for (slot, d) in a.deliveries.iter().enumerate() {
+                let id = DeliveryId {
+                    webhook: w,
+                    slot: slot as u8,
+                };
+                let rec = DeliveryRecord {
+                    id,
+                    lane: d.lane.clone(),
+                    targets: d.targets.clone(),
+                    due_ms: now_ms,
+                    attempts: 0,
+                    first_attempt_at_ms: None,
+                    events_done: 0,
+                    last_error: None,
+                    last_status: None,
+                    state: DeliveryState::Pending,
+                };
+                batch.insert(dkey(id), encode_delivery(&rec));
+                batch.insert(qkey(&d.lane, now_ms, id), IVec::default());
+            }
+            fresh.insert(k, w);
+            out.push(AcceptOutcome::Queued(w));
+        }
+        self.tree.apply_batch(batch).map_err(err)?;
+        self.db.flush().map_err(err)?;
+        Ok(out)
+    }
+
+    fn claim_due(
+        &self,
+        lane: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let prefix = lane_prefix(lane);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&be(now_ms.saturating_add(1)));
+        let mut batch = Batch::default();
+        let mut out = Vec::new();
+        for kv in self.tree.range(prefix.clone()..end).take(limit) {
+            let (k, _) = kv.map_err(err)?;
+            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
+                batch.remove(k);
+                continue;
+            };
+            batch.remove(k);
+            // A due key without its record is debris from an older crash: drop it.
+            let Some(mut rec) = self.get_delivery(id)? else {
+                continue;
+            };
+            let Some(webhook) = self.get_webhook(id.webhook)? else {
+                continue;
+            };
+            rec.due_ms = lease_until_ms;
+            batch.insert(qkey(lane, lease_until_ms, id), IVec::default());
+            batch.insert(dkey(id), encode_delivery(&rec));
+            out.push(Claimed {
+                record: rec,
+                webhook,
+            });
+        }
+        self.tree.apply_batch(batch).map_err(err)?;
+        Ok(out)
+    }
+
+    fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError> {
+        let prefix = lane_prefix(lane);
+        match self.tree.scan_prefix(&prefix).next() {
+            Some(kv) => Ok(parse_qtail(&kv.map_err(err)?.0[prefix.len()..]).map(|(due, _)| due)),
+            None => Ok(None),
+        }
+    }
+
+    fn update(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
+        let _g = self.stripe(rec.id.webhook);
+        let Some(old) = self.get_delivery(rec.id)? else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+        batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
+        batch.insert(dkey(rec.id), encode_delivery(rec));
+        self.tree.apply_batch(batch).map_err(err)
+    }
+
+    fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
+        let _g = self.stripe(id.webhook);
+        let Some(old) = self.get_delivery(id)? else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        batch.remove(qkey(&old.lane, old.due_ms, id));
+        self.remove_delivery(id, &mut batch)?;
+        self.tree.apply_batch(batch).map_err(err)
+    }
+
+    fn bury(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
+        let _g = self.stripe(rec.id.webhook);
+        let Some(old) = self.get_delivery(rec.id)? else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+        batch.insert(dkey(rec.id), encode_delivery(rec));
+        batch.insert(xkey(rec.id), IVec::default());
+        self.tree.apply_batch(batch).map_err(err)?;
+        self.db.flush().map_err(err).map(|_| ())
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = match after {
+            Some(id) => {
+                let mut k = xkey(id);
+                k.push(0);
+                k
+            }
+            None => vec![b'x'],
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..vec![b'x' + 1]).take(limit) {
+            let (k, _) = kv.map_err(err)?;
+            if k.len() != 10 {
+                continue;
+            }
+            let id = DeliveryId {
+                webhook: read_u64(&k[1..9]),
+                slot: k[9],
+            };
+            if let Some(d) = self.dead_letter(id)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
+        match self.get_delivery(id)? {
+            Some(record) if matches!(record.state, DeliveryState::Dead { .. }) => {
+                Ok(Some(DeadLetter {
+                    webhook: self.get_webhook(id.webhook)?,
+                    record,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn replay(&self, id: DeliveryId, now_ms: u64) -> Result<Option<String>, StoreError> {
+        let _g = self.stripe(id.webhook);
+        let Some(mut rec) = self.get_delivery(id)? else {
+            return Ok(None);
+        };
+        if !matches!(rec.state, DeliveryState::Dead { .. }) {
+            return Ok(None);
+        }
+        rec.state = DeliveryState::Pending;
+        rec.due_ms = now_ms;
+        rec.attempts = 0;
+        rec.first_attempt_at_ms = None;
+        let mut batch = Batch::default();
+        batch.remove(xkey(id));
+        batch.insert(dkey(id), encode_delivery(&rec));
+        batch.insert(qkey(&rec.lane, now_ms, id), IVec::default());
+        self.tree.apply_batch(batch).map_err(err)?;
+        self.db.flush().map_err(err)?;
+        Ok(Some(rec.lane))
+    }
+
+    fn purge(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        let _g = self.stripe(id.webhook);
+        match self.get_delivery(id)? {
+            Some(rec) if matches!(rec.state, DeliveryState::Dead { .. }) => {
+                let mut batch = Batch::default();
+                batch.remove(xkey(id));
+                self.remove_delivery(id, &mut batch)?;
+                self.tree.apply_batch(batch).map_err(err)?;
+                self.db.flush().map_err(err)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn stats(&self) -> Result<(BTreeMap<String, LaneStats>, u64), StoreError> {
+        let mut lanes: BTreeMap<String, LaneStats> = BTreeMap::new();
+        for kv in self.tree.scan_prefix([b'q']) {
+            let (k, _) = kv.map_err(err)?;
+            let Some(sep) = k.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let lane = String::from_utf8_lossy(&k[1..sep]).into_owned();
+            let due = parse_qtail(&k[sep + 1..]).map(|(d, _)| d);
+            let s = lanes.entry(lane).or_default();
+            s.pending += 1;
+            s.oldest_due_ms = s.oldest_due_ms.or(due);
+        }
+        let dead = self.tree.scan_prefix([b'x']).count() as u64;
+        Ok((lanes, dead))
+    }
+
+    fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut batch = Batch::default();
+        let mut n = 0;
+        for kv in self.tree.range(vec![b't']..key(b't', &[&be(before_ms)])) {
+            let (k, v) = kv.map_err(err)?;
+            batch.remove(k);
+            batch.remove(v);
+            n += 1;
+        }
+        self.tree.apply_batch(batch).map_err(err)?;
+        Ok(n)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(err)
+    }
+}

@@ -1,0 +1,199 @@
+//! The contract every `Store` backend must keep, run against sled on a temp dir.
+
+use bytes::Bytes;
+
+use super::sled::SledStore;
+use super::*;
+use crate::sources::{SourceKind, WebhookMeta};
+
+fn webhook(dedup: &str) -> Webhook {
+    Webhook::from_store(
+        WebhookMeta {
+            kind: SourceKind::Shopify,
+            source: "acme".into(),
+            topic: "orders/create".into(),
+            shop_domain: Some("acme.myshopify.com".into()),
+            webhook_id: Some(dedup.into()),
+            event_id: None,
+            api_version: None,
+            triggered_at: None,
+            dedup_id: dedup.into(),
+            received_at_ms: 1,
+        },
+        Bytes::from_static(br#"{"id":1}"#),
+    )
+}
+
+fn accept(dedup: &str, lanes: &[&str]) -> Accept {
+    Accept {
+        webhook: webhook(dedup),
+        deliveries: lanes
+            .iter()
+            .map(|l| NewDelivery {
+                lane: l.to_string(),
+                targets: vec![l.to_string()],
+            })
+            .collect(),
+    }
+}
+
+fn store() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn accept_dedups_within_and_across_batches() {
+    let (_d, s) = store();
+    let out = s
+        .accept_batch(
+            &[
+                accept("a", &["x"]),
+                accept("a", &["x"]),
+                accept("b", &["x"]),
+            ],
+            10,
+        )
+        .unwrap();
+    let AcceptOutcome::Queued(a) = out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(out[1], AcceptOutcome::Duplicate(a));
+    assert!(matches!(out[2], AcceptOutcome::Queued(b) if b != a));
+    let again = s.accept_batch(&[accept("a", &["x"])], 11).unwrap();
+    assert_eq!(again, vec![AcceptOutcome::Duplicate(a)]);
+}
+
+#[test]
+fn claim_leases_and_complete_forgets() {
+    let (_d, s) = store();
+    s.accept_batch(&[accept("a", &["x", "y"])], 100).unwrap();
+    assert_eq!(s.next_due("x").unwrap(), Some(100));
+    assert!(
+        s.claim_due("x", 99, 1000, 10).unwrap().is_empty(),
+        "not yet due"
+    );
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].record.due_ms, 1000);
+    assert!(
+        s.claim_due("x", 500, 2000, 10).unwrap().is_empty(),
+        "leased"
+    );
+    // The lease ends: due again (this is what a crash leaves behind).
+    assert_eq!(s.claim_due("x", 1000, 3000, 10).unwrap().len(), 1);
+    s.complete(c[0].record.id).unwrap();
+    assert_eq!(s.next_due("x").unwrap(), None);
+    // The webhook stays while lane y still needs it.
+    let y = s.claim_due("y", 100, 1000, 10).unwrap();
+    assert_eq!(y[0].webhook.body().as_ref(), br#"{"id":1}"#);
+    s.complete(y[0].record.id).unwrap();
+    let (lanes, dead) = s.stats().unwrap();
+    assert!(lanes.is_empty() && dead == 0, "{lanes:?}");
+    assert!(
+        s.get_webhook(y[0].record.id.webhook).unwrap().is_none(),
+        "webhook deleted with its last delivery"
+    );
+}
+
+#[test]
+fn update_reschedules() {
+    let (_d, s) = store();
+    s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+    let mut r = s.claim_due("x", 100, 1000, 10).unwrap().remove(0).record;
+    r.due_ms = 5000;
+    r.attempts = 1;
+    s.update(&r).unwrap();
+    assert_eq!(s.next_due("x").unwrap(), Some(5000));
+    let (lanes, _) = s.stats().unwrap();
+    assert_eq!(lanes["x"].pending, 1);
+}
+
+#[test]
+fn bury_list_replay_purge() {
+    let (_d, s) = store();
+    s.accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
+        .unwrap();
+    let claimed = s.claim_due("x", 100, 1000, 10).unwrap();
+    for c in &claimed {
+        let mut r = c.record.clone();
+        r.state = DeliveryState::Dead {
+            dead_at_ms: 200,
+            reason: "HTTP 400".into(),
+        };
+        s.bury(&r).unwrap();
+    }
+    assert_eq!(s.next_due("x").unwrap(), None);
+    let dl = s.dead_letters(None, 10).unwrap();
+    assert_eq!(dl.len(), 2);
+    assert!(dl[0].webhook.is_some());
+    let page2 = s.dead_letters(Some(dl[0].record.id), 10).unwrap();
+    assert_eq!(page2.len(), 1);
+    assert_eq!(page2[0].record.id, dl[1].record.id);
+
+    assert_eq!(
+        s.replay(dl[0].record.id, 300).unwrap().as_deref(),
+        Some("x")
+    );
+    assert_eq!(
+        s.replay(dl[0].record.id, 300).unwrap(),
+        None,
+        "no longer dead"
+    );
+    let again = s.claim_due("x", 300, 400, 10).unwrap();
+    assert_eq!(again[0].record.attempts, 0);
+    assert_eq!(again[0].record.first_attempt_at_ms, None);
+
+    assert!(s.purge(dl[1].record.id).unwrap());
+    assert!(!s.purge(dl[1].record.id).unwrap());
+    assert!(s.get_webhook(dl[1].record.id.webhook).unwrap().is_none());
+    assert_eq!(s.stats().unwrap().1, 0);
+}
+
+#[test]
+fn dedup_expires_after_the_window() {
+    let (_d, s) = store();
+    s.accept_batch(&[accept("a", &[])], 100).unwrap();
+    assert_eq!(s.expire_dedup(100).unwrap(), 0);
+    assert_eq!(s.expire_dedup(101).unwrap(), 1);
+    assert!(matches!(
+        s.accept_batch(&[accept("a", &[])], 200).unwrap()[0],
+        AcceptOutcome::Queued(_)
+    ));
+}
+
+#[test]
+fn survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+        s.claim_due("x", 100, 1000, 10).unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.next_due("x").unwrap(), Some(1000));
+    assert!(matches!(
+        s.accept_batch(&[accept("a", &["x"])], 200).unwrap()[0],
+        AcceptOutcome::Duplicate(_)
+    ));
+}
+
+#[test]
+fn delivery_ids_round_trip() {
+    let id = DeliveryId {
+        webhook: 0x4d2,
+        slot: 3,
+    };
+    assert_eq!(id.to_string(), "00000000000004d2-3");
+    assert_eq!("00000000000004d2-3".parse::<DeliveryId>(), Ok(id));
+    for bad in [
+        "",
+        "4d2-3",
+        "00000000000004d2",
+        "zzzzzzzzzzzzzzzz-1",
+        "00000000000004d2-x",
+    ] {
+        assert!(bad.parse::<DeliveryId>().is_err(), "{bad}");
+    }
+}
