@@ -1,5 +1,9 @@
 //! shoprelay: a self-hosted webhook relay.
 //!
+//! Shopify and convertedin webhooks come in, are verified and stored durably
+//! before the 200, and go out as Segment-spec calls to up to five
+//! destinations per source, retried for hours, kept as dead letters after.
+//!
 //! # Layout
 //!
 //! Modules follow the data path; each uses only what comes before it.
@@ -9,9 +13,167 @@
 //! | 1 | [`config`] | relay.toml → validated `Config` |
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
 //! | 3 | [`mapping`], [`event`] | webhook → Segment-spec events (pure) |
+//! | 4 | [`queue`] | `Store` trait, sled backend, group commit |
+//! | 5 | `delivery` | lanes, formats, signing, retry schedule |
+//! | 6 | [`http`] | ingest and admin listeners |
+//!
+//! [`run`] wires them together; `main.rs` only parses the command line.
 
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod queue;
+pub mod shutdown;
 pub mod sources;
+pub mod timefmt;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use warp::Filter;
+
+use config::Config;
+use http::admin::{Admin, Wake};
+use http::ingest::Ingest;
+use metrics::Metrics;
+use queue::Store;
+use queue::commit::Committer;
+use queue::sled::SledStore;
+
+/// The two bound listeners (bound by the caller, so tests can use port 0).
+pub struct Listeners {
+    /// Public: webhook ingest.
+    pub ingest: tokio::net::TcpListener,
+    /// Private: metrics, health, dead letters.
+    pub admin: tokio::net::TcpListener,
+}
+
+/// The relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the database in {dir}: {error}")]
+    Storage {
+        dir: String,
+        error: queue::StoreError,
+    },
+}
+
+/// Runs the relay until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish, writes what is queued, flushes and returns.
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let dir = cfg.server.data_dir.clone();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir).map_err(|error| RunError::Storage {
+            dir: dir.display().to_string(),
+            error,
+        })?);
+    let metrics = Arc::new(Metrics::default());
+    let clock: fn() -> u64 = timefmt::now_ms;
+    let wake: Wake = Arc::new(|_lane: &str| {});
+
+    let on_commit = {
+        let (wake, metrics) = (wake.clone(), metrics.clone());
+        Box::new(move |lanes: &[&str], n: usize| {
+            metrics.observe("shoprelay_commit_batch_size", &[], n as f64);
+            for lane in lanes {
+                wake(lane);
+            }
+        })
+    };
+    let (committer, commit_thread) = Committer::start(store.clone(), clock, on_commit);
+
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.fire();
+    });
+
+    let ingest = Arc::new(Ingest {
+        routes: Ingest::routes(&cfg),
+        committer: committer.clone(),
+        max_body_bytes: cfg.server.max_body_bytes,
+        metrics: metrics.clone(),
+        clock,
+    });
+    let admin = Arc::new(Admin {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        committer: committer.clone(),
+        token: cfg.server.admin_token.clone(),
+        wake: wake.clone(),
+        clock,
+    });
+    let public = {
+        let c = committer.clone();
+        let healthz = warp::path!("healthz")
+            .and(warp::get())
+            .map(move || http::admin::health(&c));
+        healthz
+            .or(http::ingest::routes(ingest))
+            .unify()
+            .recover(http::not_found)
+    };
+    let private = http::admin::routes(admin).recover(http::not_found);
+    let serve_public = {
+        let mut s = stop.clone();
+        warp::serve(public)
+            .incoming(listeners.ingest)
+            .graceful(async move { s.recv().await })
+            .run()
+    };
+    let serve_admin = {
+        let mut s = stop.clone();
+        warp::serve(private)
+            .incoming(listeners.admin)
+            .graceful(async move { s.recv().await })
+            .run()
+    };
+    let expiry = tokio::spawn(expire_dedup(
+        store.clone(),
+        cfg.server.dedup_window,
+        stop.clone(),
+    ));
+
+    tracing::info!(
+        sources = cfg.sources.len(),
+        destinations = cfg.destinations.len(),
+        "relay running"
+    );
+    tokio::join!(serve_public, serve_admin);
+    tracing::info!("listeners closed; writing what is queued");
+    committer.close();
+    drop(committer);
+    let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+    let _ = expiry.await;
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.flush()).await {
+        Ok(Ok(())) => tracing::info!("storage flushed; bye"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(_) => tracing::error!("final flush panicked"),
+    }
+    Ok(())
+}
+
+/// Forgets dedup ids older than the window, hourly.
+async fn expire_dedup(store: Arc<dyn Store>, window: Duration, mut stop: shutdown::Shutdown) {
+    loop {
+        let s = store.clone();
+        let before = timefmt::now_ms().saturating_sub(window.as_millis() as u64);
+        match tokio::task::spawn_blocking(move || s.expire_dedup(before)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(count = n, "expired dedup ids"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "dedup expiry failed; will retry"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

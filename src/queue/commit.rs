@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -37,6 +37,7 @@ pub type OnCommit = Box<dyn Fn(&[&str], usize) + Send>;
 pub struct Committer {
     tx: SyncSender<Pending>,
     healthy: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
 }
 
 impl Committer {
@@ -48,16 +49,27 @@ impl Committer {
     ) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = sync_channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
-        let h = healthy.clone();
+        let closing = Arc::new(AtomicBool::new(false));
+        let (h, c) = (healthy.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name("shoprelay-commit".into())
-            .spawn(move || run(rx, store, clock, on_commit, h))
+            .spawn(move || run(rx, store, clock, on_commit, h, c))
             .expect("spawning the committer thread at start-up");
-        (Committer { tx, healthy }, thread)
+        (
+            Committer {
+                tx,
+                healthy,
+                closing,
+            },
+            thread,
+        )
     }
 
     /// Stores `accept` durably; resolves only after the flush that covers it.
     pub async fn accept(&self, accept: Accept) -> Result<AcceptOutcome, StoreError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Pending { accept, reply }) {
             Ok(()) => {}
@@ -65,6 +77,11 @@ impl Committer {
             Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
         rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Stops the committer once it has written everything already queued.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// False after a failed write, until a write succeeds again.
@@ -79,8 +96,15 @@ fn run(
     clock: fn() -> u64,
     on_commit: OnCommit,
     healthy: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) if closing.load(Ordering::SeqCst) => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut bytes = first.accept.webhook.body().len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {

@@ -1,0 +1,108 @@
+//! `shoprelay check`: every problem with its key, or the routes. Never a secret.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use shoprelay::config::{Config, ConfigError, DeliveryMode};
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!("{}: {} problem(s)", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    print!("{}", describe(&cfg));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A URL for display: no password, no query (either may carry a credential).
+fn display_url(u: &url::Url) -> String {
+    let mut u = u.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.to_string()
+}
+
+/// The route table `check` prints.
+pub fn describe(cfg: &Config) -> String {
+    let s = &cfg.server;
+    let mut out = format!(
+        "ok: {} source(s), {} destination(s)\n\
+         ingest  http://{}  (max body {} bytes)\n\
+         admin   http://{}  (token: {})\n\
+         data    {}\n\
+         retry   up to {:?} after the first attempt, {:?} doubling to {:?}\n",
+        cfg.sources.len(),
+        cfg.destinations.len(),
+        s.listen,
+        s.max_body_bytes,
+        s.admin_listen,
+        if s.admin_token.is_some() {
+            "set"
+        } else {
+            "none"
+        },
+        s.data_dir.display(),
+        cfg.retry.max_age,
+        cfg.retry.initial_interval,
+        cfg.retry.max_interval,
+    );
+    for (name, src) in &cfg.sources {
+        let path = match src.kind {
+            shoprelay::sources::SourceKind::Shopify => format!("/webhooks/shopify/{name}"),
+            shoprelay::sources::SourceKind::Convertedin => {
+                format!("/webhooks/convertedin/{name}/{{resource}}/{{action}}")
+            }
+        };
+        out.push_str(&format!(
+            "\nsource {name} ({}, {} secret(s), {})\n  POST http://{}{path}\n",
+            src.kind.as_str(),
+            src.secrets.len(),
+            src.delivery.as_str(),
+            s.listen,
+        ));
+        if src.destinations.is_empty() {
+            out.push_str("  → (no destinations: webhooks are stored and dropped)\n");
+        }
+        for (i, d) in src.destinations.iter().enumerate() {
+            let Some(dest) = cfg.destinations.get(d) else {
+                continue;
+            };
+            let order = if src.delivery == DeliveryMode::FirstSuccess {
+                format!("{}. ", i + 1)
+            } else {
+                String::new()
+            };
+            let auth = match (&dest.shared_secret, &dest.write_key) {
+                (_, Some(_)) => "write key set",
+                (Some(_), _) => "signed",
+                _ => "unsigned",
+            };
+            let filter = dest
+                .events
+                .as_ref()
+                .map(|e| format!(", only {}", e.join(", ")))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  → {order}{d}  {}  {}  ({auth}, timeout {:?}{filter})\n",
+                dest.format.as_str(),
+                display_url(&dest.url),
+                dest.timeout,
+            ));
+        }
+    }
+    out
+}

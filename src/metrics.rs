@@ -1,0 +1,199 @@
+//! Counters, gauges and histograms for `/metrics` (Prometheus text format 0.0.4).
+//!
+//! Label sets are few and fixed (sources, topics, destinations from config),
+//! so a mutex-guarded map is enough; the hot path takes the lock once per
+//! request.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Delivery latency buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Group-commit batch size buckets.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 4096.0];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// One metric family's help text and type.
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+}
+
+/// All metrics of one relay.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+}
+
+fn family(name: &str) -> Family {
+    let (help, kind) = match name {
+        "shoprelay_webhooks_received_total" => (
+            "Webhooks received, by source, topic and outcome (queued, duplicate).",
+            "counter",
+        ),
+        "shoprelay_webhooks_rejected_total" => {
+            ("Requests refused, by source and reason.", "counter")
+        }
+        "shoprelay_deliveries_total" => (
+            "Delivery attempts, by destination and outcome (delivered, retry, dead).",
+            "counter",
+        ),
+        "shoprelay_dead_letters_total" => (
+            "Deliveries moved to the dead letters, by destination.",
+            "counter",
+        ),
+        "shoprelay_delivery_latency_seconds" => (
+            "Time from accept to successful delivery, by destination.",
+            "histogram",
+        ),
+        "shoprelay_commit_batch_size" => (
+            "Webhooks written per group commit (one flush each).",
+            "histogram",
+        ),
+        "shoprelay_queue_depth" => (
+            "Deliveries pending (waiting or in flight), by lane.",
+            "gauge",
+        ),
+        "shoprelay_queue_oldest_due_age_seconds" => {
+            ("Age of the earliest due delivery, by lane.", "gauge")
+        }
+        "shoprelay_dead_letters" => ("Dead letters kept now.", "gauge"),
+        _ => ("", "untyped"),
+    };
+    Family { help, kind }
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(l: &[(&'static str, String)], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn inc(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((name, labels(pairs))).or_insert(0) += n;
+    }
+
+    /// Reads a counter (for `/admin/stats`).
+    pub fn counter_sum(&self, name: &'static str, filter: &[(&'static str, &str)]) -> u64 {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter()
+            .filter(|((n, l), _)| {
+                *n == name
+                    && filter
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
+        let bounds: &[f64] = if name == "shoprelay_commit_batch_size" {
+            &BATCH_BUCKETS
+        } else {
+            &BUCKETS
+        };
+        let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let e = h.entry((name, labels(pairs))).or_default();
+        if e.buckets.is_empty() {
+            e.buckets = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if value <= *b {
+                e.buckets[i] += 1;
+            }
+        }
+        e.sum += value;
+        e.count += 1;
+    }
+
+    /// The exposition text; `gauges` are computed by the caller at scrape time.
+    pub fn render(&self, gauges: &[(&'static str, Vec<(&'static str, String)>, f64)]) -> String {
+        let mut out = String::new();
+        let mut last = "";
+        let mut header = |out: &mut String, name: &'static str| {
+            if name != last {
+                let f = family(name);
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}", f.help, f.kind);
+                last = name;
+            }
+        };
+        for ((name, l), v) in self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            header(&mut out, name);
+            let _ = writeln!(out, "{name}{} {v}", render_labels(l, None));
+        }
+        for ((name, l), h) in self
+            .histograms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            header(&mut out, name);
+            let bounds: &[f64] = if *name == "shoprelay_commit_batch_size" {
+                &BATCH_BUCKETS
+            } else {
+                &BUCKETS
+            };
+            for (b, n) in bounds.iter().zip(&h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {n}",
+                    render_labels(l, Some(("le", &b.to_string())))
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                render_labels(l, Some(("le", "+Inf"))),
+                h.count
+            );
+            let _ = writeln!(out, "{name}_sum{} {}", render_labels(l, None), h.sum);
+            let _ = writeln!(out, "{name}_count{} {}", render_labels(l, None), h.count);
+        }
+        for (name, l, v) in gauges {
+            header(&mut out, name);
+            let _ = writeln!(out, "{name}{} {v}", render_labels(l, None));
+        }
+        out
+    }
+}
