@@ -17,6 +17,9 @@ const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 5
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A gauge computed at scrape time: name, labels, value.
+pub type Gauge = (&'static str, Labels, f64);
+
 #[derive(Default)]
 struct Histogram {
     buckets: Vec<u64>,
@@ -143,7 +146,7 @@ impl Metrics {
     }
 
     /// The exposition text; `gauges` are computed by the caller at scrape time.
-    pub fn render(&self, gauges: &[(&'static str, Vec<(&'static str, String)>, f64)]) -> String {
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut out = String::new();
         let mut last = "";
         let mut header = |out: &mut String, name: &'static str| {

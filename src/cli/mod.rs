@@ -110,7 +110,12 @@ async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {
         ingest: bind(cfg.server.listen).await?,
         admin: bind(cfg.server.admin_listen).await?,
     };
-    tracing::info!(ingest = %cfg.server.listen, admin = %cfg.server.admin_listen, data_dir = %cfg.server.data_dir.display(), "listening");
+    // The bound addresses, not the configured ones: port 0 picks a free port.
+    let (ingest, admin) = (
+        listeners.ingest.local_addr()?,
+        listeners.admin.local_addr()?,
+    );
+    tracing::info!(%ingest, %admin, data_dir = %cfg.server.data_dir.display(), "listening");
     shoprelay::run(cfg, listeners, shoprelay::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,8 @@
+//! One integration binary: real relays on 127.0.0.1:0 with temp data dirs,
+//! real HTTP, real local receivers.
 
+mod common;
+
+mod check;
+mod crash;
+mod ingest;

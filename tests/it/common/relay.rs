@@ -1,0 +1,171 @@
+//! Starting a relay: in process (fast, most tests) or as a child process (crash tests).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use shoprelay::config::Config;
+
+/// One destination the test wants.
+pub struct Dest {
+    pub name: String,
+    pub url: String,
+    /// Extra lines for the `[destinations.NAME]` table.
+    pub extra: String,
+}
+
+/// What the test relay is configured with; defaults: one Shopify source
+/// `acme` and one convertedin source `ci`, secrets "s1" and "s2" (rotation),
+/// no destinations.
+pub struct Opts {
+    pub dests: Vec<Dest>,
+    /// Extra top-level TOML (e.g. `[retry]`) appended verbatim.
+    pub extra: String,
+    pub admin_token: Option<String>,
+    pub max_body_bytes: u64,
+    /// Lines for `[sources.acme]` beyond kind/secrets/destinations.
+    pub acme_extra: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            dests: vec![],
+            extra: String::new(),
+            admin_token: None,
+            max_body_bytes: 1 << 20,
+            acme_extra: String::new(),
+        }
+    }
+}
+
+pub const SECRET: &str = "s1";
+pub const OLD_SECRET: &str = "s0";
+
+pub fn toml(opts: &Opts, data_dir: &std::path::Path) -> String {
+    let dests: Vec<String> = opts
+        .dests
+        .iter()
+        .map(|d| format!("\"{}\"", d.name))
+        .collect();
+    let mut t = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmax_body_bytes = {}\n{}\n\
+         [sources.acme]\nkind = \"shopify\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\ndestinations = [{}]\n{}\n\
+         [sources.ci]\nkind = \"convertedin\"\nsecrets = [\"{SECRET}\"]\ndestinations = [{}]\n",
+        data_dir.display().to_string(),
+        opts.max_body_bytes,
+        opts.admin_token
+            .as_ref()
+            .map(|t| format!("admin_token = \"{t}\""))
+            .unwrap_or_default(),
+        dests.join(", "),
+        opts.acme_extra,
+        dests.join(", "),
+    );
+    for d in &opts.dests {
+        t.push_str(&format!(
+            "\n[destinations.{}]\nurl = \"{}\"\n{}\n",
+            d.name, d.url, d.extra
+        ));
+    }
+    t.push_str(&opts.extra);
+    t
+}
+
+/// A relay running inside the test process.
+pub struct Relay {
+    pub ingest: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), shoprelay::RunError>>>,
+}
+
+impl Relay {
+    pub async fn start(opts: Opts) -> Relay {
+        Relay::start_in(opts, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts on an existing data dir (restart tests).
+    pub async fn start_in(opts: Opts, dir: tempfile::TempDir) -> Relay {
+        let text = toml(&opts, dir.path());
+        let cfg = Config::from_toml_str(&text, &|_| None)
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (i, a) = (ingest.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(shoprelay::run(
+            cfg,
+            shoprelay::Listeners { ingest, admin },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Relay {
+            ingest: format!("http://{i}"),
+            admin: format!("http://{a}"),
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn shopify_url(&self, source: &str) -> String {
+        format!("{}/webhooks/shopify/{source}", self.ingest)
+    }
+
+    /// Graceful stop; returns the data dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            super::within("relay shutdown", task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+/// The relay binary as a child process, for kill -9 tests.
+pub struct Child_ {
+    pub child: Child,
+    pub ingest: String,
+    pub admin: String,
+}
+
+pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoprelay"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shoprelay");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let (ingest, admin) = loop {
+        let line = lines
+            .next()
+            .expect("relay exited before listening")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "listening" {
+            break (
+                v["ingest"].as_str().unwrap().to_string(),
+                v["admin"].as_str().unwrap().to_string(),
+            );
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Child_ {
+        child,
+        ingest: format!("http://{ingest}"),
+        admin: format!("http://{admin}"),
+    }
+}
