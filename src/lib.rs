@@ -87,7 +87,8 @@ pub async fn run(
             }
         })
     };
-    let (committer, commit_thread) = Committer::start(store.clone(), clock, on_commit);
+    let (committer, commit_thread) =
+        Committer::start(store.clone(), clock, cfg.server.min_free_bytes, on_commit);
 
     let (trigger, stop) = shutdown::channel();
     tokio::spawn(async move {

@@ -96,6 +96,7 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
     let admin_token = r.string("admin_token").filter(|s| !s.is_empty());
     let data_dir = r.string("data_dir");
     let max_body = r.integer("max_body_bytes", 1024, 64 << 20);
+    let min_free = r.integer("min_free_bytes", 0, i64::MAX);
     let dedup_window = r.parsed("dedup_window", parse_duration);
     if let Some(w) = dedup_window {
         if w < Duration::from_secs(72 * 3600) {
@@ -109,6 +110,7 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
         || (t.contains_key("admin_listen") && admin_listen.is_none())
         || (t.contains_key("data_dir") && data_dir.is_none())
         || (t.contains_key("max_body_bytes") && max_body.is_none())
+        || (t.contains_key("min_free_bytes") && min_free.is_none())
         || (t.contains_key("dedup_window") && dedup_window.is_none());
     r.finish();
     if bad {
@@ -120,6 +122,7 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
         admin_token: admin_token.map(Secret),
         data_dir: data_dir.unwrap_or_else(|| "./data".into()).into(),
         max_body_bytes: max_body.map_or(1 << 20, |v| v as u64),
+        min_free_bytes: min_free.map_or(256 << 20, |v| v as u64),
         dedup_window: dedup_window.unwrap_or(Duration::from_secs(72 * 3600)),
     })
 }

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Larger bodies are refused with 413.
     pub max_body_bytes: u64,
+    /// Free disk below which webhooks are refused with 503 (sled must never
+    /// fill the disk: it hangs instead of failing).
+    pub min_free_bytes: u64,
     /// How long a webhook id is remembered for duplicate detection (≥ 72 h:
     /// Shopify retries for up to 48 h on the classic schedule).
     pub dedup_window: Duration,

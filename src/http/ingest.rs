@@ -245,6 +245,8 @@ async fn accept(ingest: &Ingest, route: &Route, webhook: Webhook) -> Response {
             let reason = match e {
                 StoreError::Overloaded => "overloaded",
                 StoreError::Closed => "shutting_down",
+                StoreError::DiskFull { .. } => "disk_full",
+                StoreError::Stalled(_) => "storage_stalled",
                 _ => "storage",
             };
             ingest.metrics.inc(

@@ -31,6 +31,11 @@ struct Pending {
 /// number of accepts in the batch.
 pub type OnCommit = Box<dyn Fn(&[&str], usize) + Send>;
 
+/// How long ingest waits for its commit before answering 503. A write that
+/// takes longer is stuck (sled 0.34 hangs in `flush()` on a full disk rather
+/// than failing; measured, see README), and the sender should retry later.
+pub const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The handle ingest uses. Dropping every clone stops the committer after it
 /// has written what it holds.
 #[derive(Clone)]
@@ -41,10 +46,13 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread over `store`.
+    /// Starts the committer thread over `store`. `reserve`: free disk below
+    /// which writes are refused (sled hangs instead of failing when the disk
+    /// fills, so it must never get there).
     pub fn start(
         store: Arc<dyn Store>,
         clock: fn() -> u64,
+        reserve: u64,
         on_commit: OnCommit,
     ) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = sync_channel(QUEUE);
@@ -53,7 +61,7 @@ impl Committer {
         let (h, c) = (healthy.clone(), closing.clone());
         let thread = std::thread::Builder::new()
             .name("shoprelay-commit".into())
-            .spawn(move || run(rx, store, clock, on_commit, h, c))
+            .spawn(move || run(rx, store, clock, reserve, on_commit, h, c))
             .expect("spawning the committer thread at start-up");
         (
             Committer {
@@ -76,7 +84,13 @@ impl Committer {
             Err(TrySendError::Full(_)) => return Err(StoreError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
-        rx.await.unwrap_or(Err(StoreError::Closed))
+        match tokio::time::timeout(COMMIT_DEADLINE, rx).await {
+            Ok(answer) => answer.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                Err(StoreError::Stalled(COMMIT_DEADLINE))
+            }
+        }
     }
 
     /// Stops the committer once it has written everything already queued.
@@ -94,6 +108,7 @@ fn run(
     rx: Receiver<Pending>,
     store: Arc<dyn Store>,
     clock: fn() -> u64,
+    reserve: u64,
     on_commit: OnCommit,
     healthy: Arc<AtomicBool>,
     closing: Arc<AtomicBool>,
@@ -118,7 +133,12 @@ fn run(
         }
         let (accepts, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.accept, p.reply)).unzip();
-        match store.accept_batch(&accepts, clock()) {
+        let needed = reserve.saturating_add(2 * bytes as u64);
+        let result = match store.free_bytes() {
+            Some(free) if free < needed => Err(StoreError::DiskFull { free, reserve }),
+            _ => store.accept_batch(&accepts, clock()),
+        };
+        match result {
             Ok(outcomes) => {
                 healthy.store(true, Ordering::Relaxed);
                 let mut lanes: Vec<&str> = accepts
@@ -139,6 +159,10 @@ fn run(
                 tracing::error!(error = %e, count = accepts.len(), "storage write failed; answering 503");
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+                if matches!(e, StoreError::DiskFull { .. }) {
+                    // Nothing was written; check again soon rather than spin.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             }
         }

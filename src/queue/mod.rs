@@ -121,6 +121,10 @@ pub enum StoreError {
     Closed,
     #[error("accept queue is full")]
     Overloaded,
+    #[error("disk nearly full: {free} bytes free, {reserve} kept in reserve")]
+    DiskFull { free: u64, reserve: u64 },
+    #[error("storage did not answer within {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// The primitives every backend provides. Times are ms since the Unix epoch,
@@ -177,4 +181,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Free bytes where the data lives, when the backend can tell.
+    fn free_bytes(&self) -> Option<u64>;
 }

@@ -25,6 +25,7 @@ use super::*;
 
 /// sled behind [`Store`].
 pub struct SledStore {
+    dir: std::path::PathBuf,
     db: ::sled::Db,
     tree: Tree,
     /// Serialises the changes that end a delivery, per webhook stripe, so two
@@ -96,7 +97,12 @@ impl SledStore {
             .map_err(err)?;
         let tree = db.open_tree("relay").map_err(err)?;
         let stripes = (0..64).map(|_| Mutex::new(())).collect();
-        Ok(SledStore { db, tree, stripes })
+        Ok(SledStore {
+            dir: dir.to_path_buf(),
+            db,
+            tree,
+            stripes,
+        })
     }
 
     fn stripe(&self, w: WebhookId) -> std::sync::MutexGuard<'_, ()> {
@@ -397,5 +403,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(err)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
     }
 }

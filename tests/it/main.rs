@@ -5,4 +5,5 @@ mod common;
 
 mod check;
 mod crash;
+mod full_disk;
 mod ingest;

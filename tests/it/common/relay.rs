@@ -24,6 +24,8 @@ pub struct Opts {
     pub max_body_bytes: u64,
     /// Lines for `[sources.acme]` beyond kind/secrets/destinations.
     pub acme_extra: String,
+    /// Lines for `[server]`.
+    pub server_extra: String,
 }
 
 impl Default for Opts {
@@ -34,6 +36,7 @@ impl Default for Opts {
             admin_token: None,
             max_body_bytes: 1 << 20,
             acme_extra: String::new(),
+            server_extra: String::new(),
         }
     }
 }
@@ -48,7 +51,7 @@ pub fn toml(opts: &Opts, data_dir: &std::path::Path) -> String {
         .map(|d| format!("\"{}\"", d.name))
         .collect();
     let mut t = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmax_body_bytes = {}\n{}\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmax_body_bytes = {}\n{}\n{}\n\
          [sources.acme]\nkind = \"shopify\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\ndestinations = [{}]\n{}\n\
          [sources.ci]\nkind = \"convertedin\"\nsecrets = [\"{SECRET}\"]\ndestinations = [{}]\n",
         data_dir.display().to_string(),
@@ -57,6 +60,7 @@ pub fn toml(opts: &Opts, data_dir: &std::path::Path) -> String {
             .as_ref()
             .map(|t| format!("admin_token = \"{t}\""))
             .unwrap_or_default(),
+        opts.server_extra,
         dests.join(", "),
         opts.acme_extra,
         dests.join(", "),
