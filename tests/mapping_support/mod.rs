@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod strategies;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
