@@ -226,7 +226,7 @@ fn convertedin_orders_update_maps_as_orders_updated() {
 }
 
 #[test]
-fn mapping_is_deterministic_and_message_ids_are_unique_per_call() {
+fn mapping_is_deterministic_ids_unique_and_events_read_back() {
     let cfg = MappingConfig::default();
     let mut ids = std::collections::BTreeSet::new();
     for f in fixtures() {
@@ -238,6 +238,8 @@ fn mapping_is_deterministic_and_message_ids_are_unique_per_call() {
         assert_eq!(a, b, "{}", f.label);
         for e in map(&f.webhook(), &cfg).expect("maps") {
             assert!(e.message_id().len() <= 100);
+            let back = Event::from_json(&e.to_json()).expect("stored event reads back");
+            assert_eq!(back, e, "{}", f.label);
             assert!(
                 ids.insert(e.message_id().to_owned()),
                 "{}: duplicate messageId",
