@@ -74,11 +74,10 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
     let mut products = Vec::new();
     for (i, line) in lines.iter().flatten().enumerate() {
         let path = format!("refund_line_items[{i}].line_item");
-        let item = object(input, line, "line_item", &path)?;
-        let item = item.map_or_else(Map::new, |item| {
-            commerce::product(item, pass(line, "quantity"))
-        });
-        products.push(Value::Object(item));
+        if let Some(item) = object(input, line, "line_item", &path)? {
+            let product = commerce::product(item, pass(line, "quantity"));
+            products.push(Value::Object(product));
+        }
     }
     let mut props = Map::new();
     put_id(&mut props, "order_id", order_id);
