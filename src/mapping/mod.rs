@@ -13,8 +13,9 @@
 //! | `catalog.rs` | products/*, collections/* |
 //! | `shop.rs` | app/uninstalled, shop/redact, customers/data_request, any other topic |
 //! | `commerce.rs` | the order property set and `products[]` |
-//! | `identity.rs`, `context.rs`, `fields.rs`, `number.rs`, `time.rs` | shared helpers |
+//! | `body.rs`, `identity.rs`, `context.rs`, `fields.rs`, `number.rs`, `time.rs` | shared helpers |
 
+mod body;
 mod catalog;
 mod checkouts;
 mod commerce;
@@ -156,7 +157,7 @@ pub fn topics() -> impl Iterator<Item = &'static str> {
 pub fn map(webhook: &Webhook, cfg: &MappingConfig) -> Result<Vec<Event>, MapError> {
     let meta = webhook.meta();
     let received = meta.topic.as_str();
-    let body: Value = serde_json::from_slice(webhook.body()).map_err(|e| MapError::NotJson {
+    let body = body::parse(webhook.body()).map_err(|e| MapError::NotJson {
         topic: received.to_owned(),
         reason: e.to_string(),
     })?;
