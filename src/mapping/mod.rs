@@ -1,7 +1,7 @@
 //! Stage 3: verified webhook → Segment events (see MAPPING.md). Pure: no I/O, no
 //! clock, no randomness, no panics; the same webhook always yields the same bytes.
 //!
-//! [`map`] parses the body, looks the topic up in [`ROUTES`] (the one table of
+//! [`map`] parses the body, looks the topic up in `ROUTES` (the one table of
 //! what each topic becomes), lets the resource family's mapper draft the calls,
 //! then stamps every call with its name, timestamp, messageId and context.
 //!
