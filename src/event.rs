@@ -63,7 +63,7 @@ pub(crate) struct Parts {
 }
 
 /// One Segment call, ready to deliver.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Kept apart from `value` so routing never has to read JSON.
     call: Call,
