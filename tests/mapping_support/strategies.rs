@@ -7,6 +7,9 @@ use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
 use shoprelay::mapping::topics;
 
+/// A payload value that must never appear in an error message.
+pub const SECRET: &str = "SECRET-payload-value";
+
 /// Number texts JavaScript cannot hold, or that it prints differently.
 const AWKWARD_NUMBERS: &[&str] = &[
     "1e400",
@@ -92,6 +95,7 @@ pub fn string() -> impl Strategy<Value = String> {
         "[0-9]{1,4}\\.[0-9]{2}",
         "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9]([+-][0-2][0-9]:[0-5][0-9]|Z)",
         Just("\u{2028}\u{2029}\u{7f}\u{0}\"\\/\u{1F6CD}\u{FE0F}".to_owned()),
+        Just(SECRET.to_owned()),
     ]
 }
 
