@@ -1,0 +1,116 @@
+//! Shop-level and compliance topics (app/uninstalled, shop/redact,
+//! customers/data_request) and the generic mapping of any topic not in the table.
+
+use serde_json::{Map, Value};
+
+use super::MapError;
+use super::context::{Draft, Input};
+use super::fields::{id, object, pass, put, put_id, text};
+use super::number;
+
+/// app/uninstalled: the payload is the shop; its email is the merchant's, not a
+/// customer's, so the event stays anonymous.
+pub(super) fn uninstalled(
+    input: &Input<'_>,
+    body: &Map<String, Value>,
+) -> Result<Vec<Draft>, MapError> {
+    let shop_id = id(body, "id");
+    let who = super::identity::resolve(input, None, None, &[("shop", shop_id.clone())]);
+    let mut props = Map::new();
+    put_id(&mut props, "shop_id", shop_id);
+    put(&mut props, "name", pass(body, "name"));
+    put(&mut props, "domain", pass(body, "domain"));
+    put(
+        &mut props,
+        "myshopify_domain",
+        pass(body, "myshopify_domain"),
+    );
+    put(&mut props, "plan_name", pass(body, "plan_name"));
+    Ok(vec![Draft::Track(who, props)])
+}
+
+/// shop/redact: 48 hours after uninstall, Shopify asks to erase the shop's data.
+pub(super) fn redact(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
+    let shop_id = id(body, "shop_id");
+    let who = super::identity::resolve(input, None, None, &[("shop", shop_id.clone())]);
+    let mut props = Map::new();
+    put_id(&mut props, "shop_id", shop_id);
+    put(&mut props, "shop_domain", pass(body, "shop_domain"));
+    Ok(vec![Draft::Track(who, props)])
+}
+
+/// customers/data_request: a customer asked for their data; the track lets a
+/// downstream tool start the export.
+pub(super) fn data_request(
+    input: &Input<'_>,
+    body: &Map<String, Value>,
+) -> Result<Vec<Draft>, MapError> {
+    let customer = object(input, body, "customer", "customer")?;
+    let request = object(input, body, "data_request", "data_request")?;
+    let customer_id = customer.and_then(|c| id(c, "id"));
+    let who = super::identity::resolve(
+        input,
+        customer.and_then(|c| text(c, "email")),
+        customer_id.clone(),
+        &[("shop", id(body, "shop_id"))],
+    );
+    let mut props = Map::new();
+    put_id(&mut props, "customer_id", customer_id);
+    put(
+        &mut props,
+        "orders_requested",
+        ids(body, "orders_requested"),
+    );
+    put_id(
+        &mut props,
+        "data_request_id",
+        request.and_then(|r| id(r, "id")),
+    );
+    put_id(&mut props, "shop_id", id(body, "shop_id"));
+    put(&mut props, "shop_domain", pass(body, "shop_domain"));
+    Ok(vec![Draft::Track(who, props)])
+}
+
+/// A list of ids as strings; anything that is not an id passes through sanitised.
+fn ids(body: &Map<String, Value>, key: &str) -> Option<Value> {
+    match body.get(key)? {
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::Number(n) => Value::String(n.to_string()),
+                    other => number::sanitize(other),
+                })
+                .collect(),
+        )),
+        _ => pass(body, key),
+    }
+}
+
+/// Any other topic: a track named from the topic with the payload as its
+/// properties (sanitised), so nothing a shop subscribes to is dropped. The user
+/// comes from a `customer` object or `customer_id` only: a top-level `email` may
+/// be the merchant's (shop/update).
+pub(super) fn generic(
+    input: &Input<'_>,
+    body: &Map<String, Value>,
+) -> Result<Vec<Draft>, MapError> {
+    let customer = match body.get("customer") {
+        Some(Value::Object(c)) => Some(c),
+        _ => None,
+    };
+    let resource = input.topic.split('/').next().unwrap_or_default();
+    let who = super::identity::resolve(
+        input,
+        customer.and_then(|c| text(c, "email")),
+        customer
+            .and_then(|c| id(c, "id"))
+            .or_else(|| id(body, "customer_id")),
+        &[
+            ("cart", text(body, "cart_token")),
+            ("checkout", text(body, "checkout_token")),
+            (resource, id(body, "id")),
+        ],
+    );
+    Ok(vec![Draft::Track(who, number::sanitize_map(body))])
+}
