@@ -9,8 +9,10 @@
 //! | 1 | [`config`] | relay.toml → validated `Config` |
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
 //! | 3 | [`mapping`], [`event`] | webhook → Segment-spec events (pure) |
+//! | 5 | [`delivery`] | request bodies, signatures, response classification, retry schedule (pure) |
 
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod mapping;
 pub mod queue;
