@@ -25,9 +25,17 @@ fn fail(status: u16, error: &str) -> Outcome {
     }
 }
 
+/// Status, response headers, body start, verdict.
+type Case = (
+    u16,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    Outcome,
+);
+
 #[test]
 fn status_table() {
-    let cases: &[(u16, &[(&'static str, &str)], &str, Outcome)] = &[
+    let cases: &[Case] = &[
         (200, &[], "", Outcome::Delivered),
         (202, &[], "queued", Outcome::Delivered),
         (204, &[("retry-after", "5")], "", Outcome::Delivered),
