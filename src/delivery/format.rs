@@ -276,4 +276,4 @@ fn set(headers: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value: He
 
 #[cfg(test)]
 #[path = "format_tests.rs"]
-mod tests;
+pub(super) mod tests;
