@@ -158,7 +158,7 @@ impl Encoder {
                 .collect()),
             Format::WebhookBatch => Ok(events
                 .chunks(self.batch_size)
-                .map(|chunk| self.request(json_array(chunk, "[", "]"), chunk[0], chunk.len()))
+                .map(|chunk| self.request(json_array(chunk, "[", "]"), first(chunk), chunk.len()))
                 .collect()),
             Format::SegmentApi => self.segment_batches(&events, now_ms),
         }
@@ -199,7 +199,7 @@ impl Encoder {
     }
 
     fn segment_request(&self, chunk: &[&str], prefix: &str, suffix: &str) -> Prepared {
-        self.request(json_array(chunk, prefix, suffix), chunk[0], chunk.len())
+        self.request(json_array(chunk, prefix, suffix), first(chunk), chunk.len())
     }
 
     /// Adds the per-request headers. `signed` is what `X-Signature` covers.
@@ -266,6 +266,11 @@ fn json_array(events: &[&str], prefix: &str, suffix: &str) -> Bytes {
     }
     body.extend_from_slice(suffix.as_bytes());
     Bytes::from(body)
+}
+
+/// What a batch's `X-Signature` covers; batches are never empty, "" keeps it panic-free.
+fn first<'a>(chunk: &[&'a str]) -> &'a str {
+    chunk.first().copied().unwrap_or_default()
 }
 
 /// Sets a header, replacing any earlier one of the same name.
