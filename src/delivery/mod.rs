@@ -5,7 +5,7 @@
 //!
 //! | module | decides |
 //! |---|---|
-//! | [`format`] | events → request bodies and headers (`webhook`, `webhook-batch`, `segment-api`), `X-Signature`, the event filter |
+//! | [`format`](mod@format) | events → request bodies and headers (`webhook`, `webhook-batch`, `segment-api`), `X-Signature`, the event filter |
 //! | [`classify`] | one HTTP attempt (status + headers + body start, or a transport error) → delivered, retry, or dead letter |
 //! | [`retry`] | attempts so far + time → the next due time, or give up |
 

@@ -71,6 +71,20 @@ pub fn next_step(
     Step::RetryAt(now_ms.saturating_add(millis_ceil(wait)).min(end))
 }
 
+/// The dead-letter reason when the window closes, e.g.
+/// `gave up after 14 attempts over 4h: HTTP 503 Service Unavailable`.
+pub fn give_up_reason(attempts: u32, cfg: &RetryConfig, last_error: &str) -> String {
+    let s = cfg.max_age.as_secs();
+    let window = match s {
+        0 => format!("{}ms", cfg.max_age.as_millis()),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    };
+    let plural = if attempts == 1 { "" } else { "s" };
+    format!("gave up after {attempts} attempt{plural} over {window}: {last_error}")
+}
+
 /// Whole milliseconds, rounded up so a non-zero delay never becomes "due now".
 fn millis_ceil(d: Duration) -> u64 {
     let ms = d.as_nanos().div_ceil(1_000_000);

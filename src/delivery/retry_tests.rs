@@ -183,3 +183,32 @@ fn next_step_window_edges() {
     };
     assert_eq!(next_step(100, 100, 1, None, &tiny, 0.0), Step::RetryAt(101));
 }
+
+#[test]
+fn give_up_reason_table() {
+    let window = |max_age| RetryConfig { max_age, ..DEFAULT };
+    for (attempts, max_age, want) in [
+        (
+            14,
+            Duration::from_secs(4 * 3600),
+            "gave up after 14 attempts over 4h: HTTP 503",
+        ),
+        (
+            1,
+            Duration::from_secs(90 * 60),
+            "gave up after 1 attempt over 90m: HTTP 503",
+        ),
+        (
+            2,
+            Duration::from_secs(61),
+            "gave up after 2 attempts over 61s: HTTP 503",
+        ),
+        (
+            1,
+            Duration::ZERO,
+            "gave up after 1 attempt over 0ms: HTTP 503",
+        ),
+    ] {
+        assert_eq!(give_up_reason(attempts, &window(max_age), "HTTP 503"), want);
+    }
+}
