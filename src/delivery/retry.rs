@@ -10,8 +10,11 @@
 //!
 //! - Delay after the `n`th failed attempt (n ≥ 1): `base = min(initial_interval ·
 //!   2^(n−1), max_interval)`, then "equal jitter": `base/2 + jitter · base/2`, so the
-//!   delay lies in `[base/2, base]` and never exceeds `max_interval`. Half fixed keeps a floor under the wait; half random
-//!   spreads a burst of failures (a destination that was down for everyone) apart.
+//!   delay lies in `[base/2, base]` and never exceeds `max_interval`. Half fixed keeps
+//!   a floor under the wait; half random spreads a burst of failures (a destination
+//!   that was down for everyone) apart. The caller draws the jitter, e.g.
+//!   `rand::random::<f64>()`. With the defaults (1 s, 10 min, 4 h): 0.5–1 s, 1–2 s,
+//!   2–4 s, …, then 5–10 min from the 11th attempt on; about 40 attempts in all.
 //! - The window: the delivery gives up once `now ≥ first_attempt + max_age`.
 //! - Inside the window the next attempt is due at `now + max(delay, Retry-After)`:
 //!   never sooner than the destination asked, never faster than our own backoff.
@@ -34,7 +37,8 @@ pub enum Step {
 
 /// The backoff before the next attempt, after `attempts` attempts (counting the one
 /// that just failed; 0 is read as 1). `jitter` is a random number in `[0, 1)` from
-/// the caller; values outside `[0, 1]` are clamped, NaN counts as 0. Never panics or overflows.
+/// the caller; values outside `[0, 1]` are clamped, NaN counts as 0. Never panics
+/// or overflows.
 pub fn backoff_delay(attempts: u32, cfg: &RetryConfig, jitter: f64) -> Duration {
     let doublings = attempts.saturating_sub(1);
     // 2^doublings overflows u32 from 32 on; by then any sane interval is capped anyway.
