@@ -14,12 +14,13 @@
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
 //! | 3 | [`mapping`], [`event`] | webhook → Segment-spec events (pure) |
 //! | 4 | [`queue`] | `Store` trait, sled backend, group commit |
-//! | 5 | `delivery` | lanes, formats, signing, retry schedule |
+//! | 5 | [`delivery`] | lanes, formats, signing, retry schedule |
 //! | 6 | [`http`] | ingest and admin listeners |
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod http;
 pub mod mapping;

@@ -1,0 +1,262 @@
+use super::*;
+
+const NOW: u64 = 1_795_434_157_000; // Mon, 23 Nov 2026 11:42:37 GMT
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, v.parse().expect("test header"));
+    }
+    h
+}
+
+fn retry(status: u16, retry_after: Option<u64>, error: &str) -> Outcome {
+    Outcome::Retry {
+        status: Some(status),
+        retry_after: retry_after.map(Duration::from_secs),
+        error: error.into(),
+    }
+}
+
+fn fail(status: u16, error: &str) -> Outcome {
+    Outcome::Fail {
+        status,
+        error: error.into(),
+    }
+}
+
+/// Status, response headers, body start, verdict.
+type Case = (
+    u16,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    Outcome,
+);
+
+#[test]
+fn status_table() {
+    let cases: &[Case] = &[
+        (200, &[], "", Outcome::Delivered),
+        (202, &[], "queued", Outcome::Delivered),
+        (204, &[("retry-after", "5")], "", Outcome::Delivered),
+        (299, &[], "", Outcome::Delivered),
+        (
+            500,
+            &[],
+            "boom",
+            retry(500, None, "HTTP 500 Internal Server Error: boom"),
+        ),
+        (502, &[], "", retry(502, None, "HTTP 502 Bad Gateway")),
+        (
+            503,
+            &[("retry-after", "120")],
+            "busy",
+            retry(
+                503,
+                Some(120),
+                "HTTP 503 Service Unavailable (Retry-After 120s): busy",
+            ),
+        ),
+        (
+            503,
+            &[("retry-after", "Mon, 23 Nov 2026 11:43:07 GMT")],
+            "",
+            retry(
+                503,
+                Some(30),
+                "HTTP 503 Service Unavailable (Retry-After 30s)",
+            ),
+        ),
+        (
+            503,
+            &[("retry-after", "soon")],
+            "",
+            retry(503, None, "HTTP 503 Service Unavailable"),
+        ),
+        (
+            500,
+            &[("retry-after", "60")],
+            "",
+            retry(500, None, "HTTP 500 Internal Server Error"),
+        ), // only 429/503
+        (599, &[], "", retry(599, None, "HTTP 599")),
+        (408, &[], "", retry(408, None, "HTTP 408 Request Timeout")),
+        (
+            429,
+            &[("retry-after", "7")],
+            "slow down",
+            retry(
+                429,
+                Some(7),
+                "HTTP 429 Too Many Requests (Retry-After 7s): slow down",
+            ),
+        ),
+        (429, &[], "", retry(429, None, "HTTP 429 Too Many Requests")),
+        (
+            400,
+            &[],
+            "{\"error\":\"bad\"}\n",
+            fail(400, "HTTP 400 Bad Request: {\"error\":\"bad\"}"),
+        ),
+        (401, &[], "", fail(401, "HTTP 401 Unauthorized")),
+        (
+            404,
+            &[],
+            "<html>\r\n  <h1>Not\tFound</h1>\r\n</html>",
+            fail(404, "HTTP 404 Not Found: <html> <h1>Not Found</h1> </html>"),
+        ),
+        (410, &[("retry-after", "5")], "", fail(410, "HTTP 410 Gone")),
+        (413, &[], "", fail(413, "HTTP 413 Payload Too Large")),
+        (499, &[], "", fail(499, "HTTP 499")),
+        (
+            301,
+            &[("location", "https://new.example/hook")],
+            "",
+            fail(
+                301,
+                "HTTP 301 Moved Permanently (redirects are not followed; Location: https://new.example/hook)",
+            ),
+        ),
+        (
+            302,
+            &[],
+            "",
+            fail(302, "HTTP 302 Found (redirects are not followed)"),
+        ),
+        (
+            304,
+            &[],
+            "",
+            fail(304, "HTTP 304 Not Modified (redirects are not followed)"),
+        ),
+        (100, &[], "", retry(100, None, "HTTP 100 Continue")),
+        (600, &[], "", retry(600, None, "HTTP 600")),
+        (42, &[], "", retry(42, None, "HTTP 42")),
+    ];
+    for (status, hs, body, want) in cases {
+        let got = classify_response(*status, &headers(hs), body.as_bytes(), NOW);
+        assert_eq!(&got, want, "status {status}");
+    }
+}
+
+#[test]
+fn body_excerpt_is_one_bounded_line() {
+    let long = "x".repeat(5000);
+    let Outcome::Fail { error, .. } =
+        classify_response(400, &HeaderMap::new(), long.as_bytes(), NOW)
+    else {
+        panic!("400 must fail");
+    };
+    assert_eq!(error, format!("HTTP 400 Bad Request: {}…", "x".repeat(200)));
+
+    for (input, max, want) in [
+        ("", 10, ""),
+        ("  \n\t ", 10, ""),
+        ("a\nb\r\nc", 10, "a b c"),
+        ("  lead and trail  ", 50, "lead and trail"),
+        ("0123456789", 10, "0123456789"),
+        ("0123456789a", 10, "0123456789…"),
+        ("01234 6789", 5, "01234…"),
+        ("ééééé€€", 6, "ééééé€…"),
+        ("nul\0bell\x07esc\x1b[0m", 30, "nul bell esc [0m"),
+        ("a\u{2028}b\u{85}c", 10, "a b c"),
+    ] {
+        assert_eq!(one_line(input.as_bytes(), max), want, "{input:?}");
+    }
+    assert_eq!(one_line(b"ok\xff\xfeok", 20), "ok\u{fffd}\u{fffd}ok");
+}
+
+#[test]
+fn retry_after_table() {
+    let s = |n| Some(Duration::from_secs(n));
+    for (value, want) in [
+        ("0", s(0)),
+        ("120", s(120)),
+        (" 30 ", s(30)),
+        ("99999999999999999999999", s(u64::MAX)),
+        ("-5", None),
+        ("1.5", None),
+        ("", None),
+        ("soon", None),
+        ("Mon, 23 Nov 2026 11:42:37 GMT", s(0)),
+        ("Mon, 23 Nov 2026 11:52:37 GMT", s(600)),
+        ("Tue, 24 Nov 2026 11:42:37 GMT", s(86_400)),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", s(0)), // in the past: now
+        ("Monday, 23-Nov-26 11:52:37 GMT", None), // RFC 850: not accepted
+        ("Mon Nov 23 11:52:37 2026", None),      // asctime: not accepted
+    ] {
+        assert_eq!(parse_retry_after(value, NOW), want, "{value:?}");
+    }
+}
+
+#[test]
+fn http_date_table() {
+    for (value, want) in [
+        ("Thu, 01 Jan 1970 00:00:00 GMT", Some(0)),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", Some(784_111_777_000)),
+        ("Mon, 23 Nov 2026 11:42:37 GMT", Some(NOW)),
+        ("Tue, 29 Feb 2028 23:59:59 GMT", Some(1_835_481_599_000)),
+        ("Wed, 31 Dec 1969 23:59:59 GMT", None), // before the epoch
+        ("Fri, 29 Feb 2027 00:00:00 GMT", None), // not a leap year
+        ("Mon, 31 Apr 2026 00:00:00 GMT", None),
+        ("Mon, 00 Nov 2026 00:00:00 GMT", None),
+        ("Mon, 23 Nov 2026 24:00:00 GMT", None),
+        ("Mon, 23 Nov 2026 11:60:00 GMT", None),
+        ("Mon, 23 Nov 2026 11:42:37 UTC", None),
+        ("Mon, 23 nov 2026 11:42:37 GMT", None),
+        ("Mon, 3 Nov 2026 11:42:37 GMT", None),
+        ("Mon, 23 Nov 26 11:42:37 GMT", None),
+        ("Mon 23 Nov 2026 11:42:37 GMT", None),
+        ("Mon, 23 Nov 2026 11:42 GMT", None),
+        ("Mon, 23 Nov 2026 11:42:37:00 GMT", None),
+        ("Mon,  23 Nov 2026 11:42:37 GMT", None),
+        ("Mon, 23 Nov 2026 11:42:37 GMT extra", None),
+        ("Mon, +3 Nov 2026 11:42:37 GMT", None),
+    ] {
+        assert_eq!(parse_http_date(value), want, "{value:?}");
+    }
+}
+
+#[test]
+fn transport_table() {
+    let t = Duration::from_secs(5);
+    for (err, timeout, want) in [
+        (Transport::Timeout, t, "timed out after 5s"),
+        (
+            Transport::Timeout,
+            Duration::from_millis(1500),
+            "timed out after 1.5s",
+        ),
+        (Transport::ConnectionRefused, t, "connection refused"),
+        (
+            Transport::Connect("dns error: no such host".into()),
+            t,
+            "connection failed: dns error: no such host",
+        ),
+        (
+            Transport::Other("connection reset".into()),
+            t,
+            "request failed: connection reset",
+        ),
+    ] {
+        assert_eq!(
+            classify_transport(&err, timeout),
+            Outcome::Retry {
+                status: None,
+                retry_after: None,
+                error: want.into()
+            },
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn outcome_accessors() {
+    assert_eq!(Outcome::Delivered.error(), None);
+    assert_eq!(Outcome::Delivered.status(), None);
+    assert_eq!(fail(404, "x").status(), Some(404));
+    assert_eq!(retry(503, None, "y").error(), Some("y"));
+    let t = classify_transport(&Transport::Timeout, Duration::from_secs(1));
+    assert_eq!(t.status(), None);
+}
