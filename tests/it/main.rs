@@ -5,5 +5,6 @@ mod common;
 
 mod check;
 mod crash;
+mod delivery;
 mod full_disk;
 mod ingest;
