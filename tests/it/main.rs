@@ -8,3 +8,4 @@ mod crash;
 mod delivery;
 mod full_disk;
 mod ingest;
+mod node_receiver;
