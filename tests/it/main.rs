@@ -4,6 +4,8 @@
 mod common;
 
 mod check;
+mod cli;
 mod crash;
 mod full_disk;
 mod ingest;
+mod metrics;
