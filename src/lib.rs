@@ -60,6 +60,8 @@ pub enum RunError {
         dir: String,
         error: queue::StoreError,
     },
+    #[error(transparent)]
+    Destination(#[from] delivery::destination::BuildError),
 }
 
 /// Runs the relay until `shutdown` resolves, then stops accepting, lets
@@ -77,7 +79,26 @@ pub async fn run(
         })?);
     let metrics = Arc::new(Metrics::default());
     let clock: fn() -> u64 = timefmt::now_ms;
-    let wake: Wake = Arc::new(|_lane: &str| {});
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.fire();
+    });
+
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.release_leases(timefmt::now_ms())).await {
+        Ok(Ok(n)) if n > 0 => tracing::info!(
+            count = n,
+            "deliveries in flight at the last stop are due again"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot release leases; they come due when they expire")
+        }
+        _ => {}
+    }
+    let engine =
+        delivery::lane::Engine::start(&cfg, store.clone(), metrics.clone(), clock, stop.clone())?;
+    let wake: Wake = engine.waker();
 
     let on_commit = {
         let (wake, metrics) = (wake.clone(), metrics.clone());
@@ -90,12 +111,6 @@ pub async fn run(
     };
     let (committer, commit_thread) =
         Committer::start(store.clone(), clock, cfg.server.min_free_bytes, on_commit);
-
-    let (trigger, stop) = shutdown::channel();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.fire();
-    });
 
     let ingest = Arc::new(Ingest {
         routes: Ingest::routes(&cfg),
@@ -148,8 +163,8 @@ pub async fn run(
         destinations = cfg.destinations.len(),
         "relay running"
     );
-    tokio::join!(serve_public, serve_admin);
-    tracing::info!("listeners closed; writing what is queued");
+    tokio::join!(serve_public, serve_admin, engine.join());
+    tracing::info!("listeners closed, lanes stopped; writing what is queued");
     committer.close();
     drop(committer);
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;

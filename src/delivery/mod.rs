@@ -1,7 +1,8 @@
-//! Stage 5: delivery — the pure core the destination lanes call.
-//!
-//! Nothing here does I/O or reads the clock: time comes in as milliseconds since
-//! the epoch, randomness as a number in `[0, 1)`, so every decision is a table test.
+//! Stage 5: delivery. [`lane`] runs one task per destination over the durable
+//! queue; [`worker`] takes one delivery through one attempt; [`destination`]
+//! holds the HTTP client. The decisions are pure functions: no I/O, no clock
+//! (time comes in as milliseconds since the epoch, randomness as a number in
+//! `[0, 1)`), so every one is a table test.
 //!
 //! | module | decides |
 //! |---|---|
@@ -10,9 +11,12 @@
 //! | [`retry`] | attempts so far + time → the next due time, or give up |
 
 pub mod classify;
+pub mod destination;
 pub mod format;
+pub mod lane;
 pub mod retry;
 mod time;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -46,11 +46,6 @@ pub struct Ingest {
     pub clock: fn() -> u64,
 }
 
-/// The lane name of a first-success source.
-pub fn first_success_lane(source: &str) -> String {
-    format!("first-success:{source}")
-}
-
 impl Ingest {
     /// Builds routes from config.
     pub fn routes(cfg: &Config) -> HashMap<String, Route> {
@@ -68,7 +63,7 @@ impl Ingest {
                         .collect(),
                     DeliveryMode::FirstSuccess if s.destinations.is_empty() => vec![],
                     DeliveryMode::FirstSuccess => vec![NewDelivery {
-                        lane: first_success_lane(name),
+                        lane: crate::queue::first_success_lane(name),
                         targets: s.destinations.clone(),
                     }],
                 };

@@ -56,6 +56,11 @@ pub fn webhook_id_string(id: WebhookId) -> String {
     format!("{id:016x}")
 }
 
+/// The lane of a first-success source: one delivery walks its destinations in order.
+pub fn first_success_lane(source: &str) -> String {
+    format!("first-success:{source}")
+}
+
 /// A delivery to create at accept time.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
@@ -143,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Makes every lease left by a previous process due at `now_ms` (run once at
+    /// start-up, before any lane claims). Returns how many.
+    fn release_leases(&self, now_ms: u64) -> Result<usize, StoreError>;
 
     /// The earliest due time in `lane`, to sleep until.
     fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError>;

@@ -9,6 +9,7 @@
 //! | `d` | webhook id, slot | delivery record |
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index; a lease is a re-key) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
+//! | `l` | webhook id, slot | — (leased: in flight when the process stopped) |
 //!
 //! sled facts this relies on (DESIGN.md): writes are lost on a crash unless
 //! `flush()` ran, so `accept_batch` flushes before returning; `flush_async`
@@ -61,6 +62,9 @@ fn dkey(id: DeliveryId) -> Vec<u8> {
 }
 fn xkey(id: DeliveryId) -> Vec<u8> {
     key(b'x', &[&be(id.webhook), &[id.slot]])
+}
+fn lkey(id: DeliveryId) -> Vec<u8> {
+    key(b'l', &[&be(id.webhook), &[id.slot]])
 }
 fn lane_prefix(lane: &str) -> Vec<u8> {
     key(b'q', &[lane.as_bytes(), &[0]])
@@ -240,6 +244,7 @@ impl Store for SledStore {
             rec.due_ms = lease_until_ms;
             batch.insert(qkey(lane, lease_until_ms, id), IVec::default());
             batch.insert(dkey(id), encode_delivery(&rec));
+            batch.insert(lkey(id), IVec::default());
             out.push(Claimed {
                 record: rec,
                 webhook,
@@ -247,6 +252,32 @@ impl Store for SledStore {
         }
         self.tree.apply_batch(batch).map_err(err)?;
         Ok(out)
+    }
+
+    fn release_leases(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.tree.scan_prefix([b'l']) {
+            let (k, _) = kv.map_err(err)?;
+            let mut batch = Batch::default();
+            batch.remove(k.clone());
+            if k.len() == 10 {
+                let id = DeliveryId {
+                    webhook: read_u64(&k[1..9]),
+                    slot: k[9],
+                };
+                if let Some(mut rec) = self.get_delivery(id)? {
+                    if rec.state == DeliveryState::Pending && rec.due_ms > now_ms {
+                        batch.remove(qkey(&rec.lane, rec.due_ms, id));
+                        rec.due_ms = now_ms;
+                        batch.insert(qkey(&rec.lane, now_ms, id), IVec::default());
+                        batch.insert(dkey(id), encode_delivery(&rec));
+                        n += 1;
+                    }
+                }
+            }
+            self.tree.apply_batch(batch).map_err(err)?;
+        }
+        Ok(n)
     }
 
     fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError> {
@@ -264,6 +295,7 @@ impl Store for SledStore {
         };
         let mut batch = Batch::default();
         batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+        batch.remove(lkey(rec.id));
         batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
         batch.insert(dkey(rec.id), encode_delivery(rec));
         self.tree.apply_batch(batch).map_err(err)
@@ -276,6 +308,7 @@ impl Store for SledStore {
         };
         let mut batch = Batch::default();
         batch.remove(qkey(&old.lane, old.due_ms, id));
+        batch.remove(lkey(id));
         self.remove_delivery(id, &mut batch)?;
         self.tree.apply_batch(batch).map_err(err)
     }
@@ -287,6 +320,7 @@ impl Store for SledStore {
         };
         let mut batch = Batch::default();
         batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+        batch.remove(lkey(rec.id));
         batch.insert(dkey(rec.id), encode_delivery(rec));
         batch.insert(xkey(rec.id), IVec::default());
         self.tree.apply_batch(batch).map_err(err)?;

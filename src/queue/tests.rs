@@ -180,6 +180,32 @@ fn survives_reopen() {
 }
 
 #[test]
+fn leases_left_by_a_crash_are_released_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
+            .unwrap();
+        let c = s.claim_due("x", 100, 60_000, 1).unwrap();
+        // One is in flight, the other still waits; then the process dies.
+        assert_eq!(c.len(), 1);
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.release_leases(200).unwrap(), 1);
+    assert_eq!(
+        s.claim_due("x", 200, 300, 10).unwrap().len(),
+        2,
+        "both due again"
+    );
+    assert_eq!(
+        s.release_leases(250).unwrap(),
+        2,
+        "claimed again, so leased again"
+    );
+}
+
+#[test]
 fn delivery_ids_round_trip() {
     let id = DeliveryId {
         webhook: 0x4d2,

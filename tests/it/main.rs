@@ -6,6 +6,7 @@ mod common;
 mod check;
 mod cli;
 mod crash;
+mod delivery;
 mod full_disk;
 mod ingest;
 mod metrics;

@@ -1,0 +1,85 @@
+//! A destination at run time: its config, its encoder and one HTTP client,
+//! all built once at start-up.
+
+use std::time::Duration;
+
+use crate::config::DestinationConfig;
+
+use super::classify::{self, Outcome};
+use super::format::{Encoder, FormatError, Prepared};
+
+/// How much of an error response is read: enough for the dead letter's excerpt,
+/// never a whole HTML error page.
+const BODY_START: usize = 1024;
+
+/// One `[destinations.NAME]`, ready to send.
+pub struct Destination {
+    /// The table name, used in metrics, logs and dead letters.
+    pub name: String,
+    /// The validated config.
+    pub cfg: DestinationConfig,
+    /// Bodies, headers, signatures.
+    pub encoder: Encoder,
+    /// No redirects (a followed 302 turns the POST into a GET and would count
+    /// as delivered); the destination's timeout on every request.
+    client: reqwest::Client,
+}
+
+/// A destination could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("destination {name}: {source}")]
+    Format { name: String, source: FormatError },
+    #[error("destination {name}: cannot build an HTTP client")]
+    Client { name: String },
+}
+
+impl Destination {
+    pub fn new(name: &str, cfg: &DestinationConfig) -> Result<Destination, BuildError> {
+        let encoder = Encoder::new(cfg).map_err(|source| BuildError::Format {
+            name: name.to_string(),
+            source,
+        })?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .build()
+            .map_err(|_| BuildError::Client {
+                name: name.to_string(),
+            })?;
+        Ok(Destination {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            encoder,
+            client,
+        })
+    }
+
+    /// Sends one prepared request and classifies the answer.
+    pub async fn post(&self, req: &Prepared, now_ms: fn() -> u64) -> Outcome {
+        let mut builder = self
+            .client
+            .post(self.cfg.url.clone())
+            .body(req.body.clone());
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        let mut resp = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return classify::from_reqwest_error(&e, self.cfg.timeout),
+        };
+        let status = resp.status().as_u16();
+        let mut start = Vec::new();
+        if !(200..300).contains(&status) {
+            while start.len() < BODY_START {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => start.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+        }
+        classify::classify_response(status, resp.headers(), &start, now_ms())
+    }
+}

@@ -1,0 +1,140 @@
+//! One delivery, start to finish: map the webhook, keep the events this
+//! destination wants, send what is not yet delivered, and decide what the
+//! queue does next. The decision is returned, not applied, so it is testable
+//! and the lane applies it in one place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{MappingConfig, RetryConfig};
+use crate::queue::{DeliveryRecord, DeliveryState};
+use crate::sources::Webhook;
+
+use super::classify::Outcome;
+use super::destination::Destination;
+use super::format::event_passes_filter;
+use super::retry::{Step, give_up_reason, next_step};
+
+/// What the queue does with a delivery after an attempt.
+#[derive(Debug)]
+pub enum Decision {
+    /// Every event reached a destination: forget it.
+    Done,
+    /// Try again at `record.due_ms` (progress and error saved in `record`).
+    Retry(DeliveryRecord),
+    /// Give up: `record.state` is `Dead` with the reason.
+    Bury(DeliveryRecord),
+}
+
+/// Shared by every lane.
+pub struct Context {
+    /// Destinations by name.
+    pub destinations: HashMap<String, Arc<Destination>>,
+    /// How webhooks become events.
+    pub mapping: MappingConfig,
+    /// The retry window.
+    pub retry: RetryConfig,
+    /// Wall clock, ms.
+    pub clock: fn() -> u64,
+}
+
+fn bury(mut rec: DeliveryRecord, now: u64, reason: String) -> Decision {
+    rec.state = DeliveryState::Dead {
+        dead_at_ms: now,
+        reason,
+    };
+    Decision::Bury(rec)
+}
+
+/// Runs one attempt of `rec` (fan-out: one target; first-success: each target
+/// in order until one takes everything).
+pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) -> Decision {
+    let started = (ctx.clock)();
+    let events = match crate::mapping::map(webhook, &ctx.mapping) {
+        Ok(e) => e,
+        Err(e) => return bury(rec, started, format!("cannot map the webhook: {e}")),
+    };
+    let first_success = rec.targets.len() > 1;
+    let mut last: Option<Outcome> = None;
+    let mut any_retryable = false;
+    for target in rec.targets.clone() {
+        let Some(dest) = ctx.destinations.get(&target) else {
+            let reason = format!("destination `{target}` is no longer in relay.toml");
+            last = Some(Outcome::Fail {
+                status: 0,
+                error: reason,
+            });
+            continue;
+        };
+        let filter = dest.cfg.events.as_deref();
+        let wanted: Vec<String> = events
+            .iter()
+            .filter(|e| event_passes_filter(filter, e.call().as_str(), e.name()))
+            .map(|e| e.to_json())
+            .collect();
+        // Progress counts only for a single target; first-success resends the set.
+        let skip = if first_success {
+            0
+        } else {
+            (rec.events_done as usize).min(wanted.len())
+        };
+        let requests = match dest.encoder.prepare(&wanted[skip..], started) {
+            Ok(r) => r,
+            Err(e) => {
+                last = Some(Outcome::Fail {
+                    status: 0,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut outcome = Outcome::Delivered;
+        for req in &requests {
+            outcome = dest.post(req, ctx.clock).await;
+            if !matches!(outcome, Outcome::Delivered) {
+                break;
+            }
+            if !first_success {
+                rec.events_done += req.events as u32;
+            }
+        }
+        if matches!(outcome, Outcome::Delivered) {
+            return Decision::Done;
+        }
+        any_retryable |= matches!(outcome, Outcome::Retry { .. });
+        last = Some(outcome);
+    }
+    let now = (ctx.clock)();
+    rec.attempts = rec.attempts.saturating_add(1);
+    let first = *rec.first_attempt_at_ms.get_or_insert(started);
+    let Some(last) = last else {
+        return Decision::Done;
+    };
+    rec.last_error = last.error().map(str::to_string);
+    rec.last_status = last.status().filter(|s| *s > 0);
+    let error = rec.last_error.clone().unwrap_or_default();
+    if !any_retryable {
+        return bury(rec, now, error);
+    }
+    let retry_after = match last {
+        Outcome::Retry { retry_after, .. } => retry_after,
+        _ => None,
+    };
+    match next_step(
+        now,
+        first,
+        rec.attempts,
+        retry_after,
+        &ctx.retry,
+        rand::random::<f64>(),
+    ) {
+        Step::RetryAt(due) => {
+            rec.due_ms = due;
+            Decision::Retry(rec)
+        }
+        Step::GiveUp => {
+            let reason = give_up_reason(rec.attempts, &ctx.retry, &error);
+            bury(rec, now, reason)
+        }
+    }
+}
