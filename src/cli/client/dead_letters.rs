@@ -7,13 +7,10 @@ use serde_json::Value;
 
 use super::{AdminApi, DeadLetters, print_json};
 
-/// Dead letters asked for per page of `list`.
-const PAGE: usize = 500;
-
 pub async fn dead_letters(api: &AdminApi, cmd: DeadLetters) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeadLetters::List { json } => {
-            let all = list_all(api).await?;
+        DeadLetters::List { json, page_size } => {
+            let all = list_all(api, usize::from(page_size)).await?;
             if json {
                 print_json(&Value::Array(all));
             } else {
@@ -75,13 +72,13 @@ fn count(v: &Value, key: &str) -> u64 {
 }
 
 /// Every dead letter, following `after=` page by page.
-async fn list_all(api: &AdminApi) -> anyhow::Result<Vec<Value>> {
+async fn list_all(api: &AdminApi, page_size: usize) -> anyhow::Result<Vec<Value>> {
     let mut all = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let path = match &after {
-            Some(a) => format!("/admin/dead-letters?limit={PAGE}&after={a}"),
-            None => format!("/admin/dead-letters?limit={PAGE}"),
+            Some(a) => format!("/admin/dead-letters?limit={page_size}&after={a}"),
+            None => format!("/admin/dead-letters?limit={page_size}"),
         };
         let page = match api.call(Method::GET, &path, "").await? {
             Value::Array(page) => page,
@@ -93,7 +90,7 @@ async fn list_all(api: &AdminApi) -> anyhow::Result<Vec<Value>> {
             .and_then(|d| d["id"].as_str())
             .map(str::to_string);
         all.extend(page);
-        if n < PAGE || after.is_none() {
+        if n < page_size || after.is_none() {
             return Ok(all);
         }
     }

@@ -44,6 +44,9 @@ pub enum DeadLetters {
         /// Print the admin API's JSON array.
         #[arg(long)]
         json: bool,
+        /// Dead letters asked for per request (the list pages through them all).
+        #[arg(long, default_value_t = 500, hide = true, value_parser = clap::value_parser!(u16).range(1..))]
+        page_size: u16,
     },
     /// One dead letter in full.
     Show {
