@@ -60,9 +60,14 @@ fn with_unique_field(body: &str, id: &str) -> String {
 fn convertedin_url(to: &str, topic: &str) -> String {
     let to = to.trim_end_matches('/');
     let segments: Vec<&str> = to.split('/').collect();
-    match segments.iter().rposition(|s| *s == "convertedin") {
-        Some(i) if segments.len() == i + 2 => format!("{to}/{topic}"),
-        _ => to.to_string(),
+    let at_source = segments
+        .windows(2)
+        .position(|w| w == ["webhooks", "convertedin"])
+        .is_some_and(|i| segments.len() == i + 3);
+    if at_source {
+        format!("{to}/{topic}")
+    } else {
+        to.to_string()
     }
 }
 
@@ -158,6 +163,11 @@ mod tests {
         assert_eq!(
             convertedin_url(&format!("{base}/"), "app/uninstalled"),
             format!("{base}/app/uninstalled")
+        );
+        let named = "http://h/webhooks/convertedin/convertedin";
+        assert_eq!(
+            convertedin_url(named, "orders/create"),
+            format!("{named}/orders/create")
         );
         let full = format!("{base}/orders/update");
         assert_eq!(convertedin_url(&full, "orders/create"), full);
