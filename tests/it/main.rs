@@ -9,4 +9,5 @@ mod crash;
 mod delivery;
 mod full_disk;
 mod ingest;
+mod logs;
 mod metrics;
