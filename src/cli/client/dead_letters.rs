@@ -191,3 +191,37 @@ fn details(v: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lines_fit_the_width_and_errors_are_cut() {
+        let long = "HTTP 400 Bad Request: ".to_string() + &"x".repeat(300);
+        let list = vec![serde_json::json!({
+            "id": "0000000000000001-0", "destination": "warehouse", "event": "orders/paid",
+            "attempts": 1, "last_error": long,
+        })];
+        let out = table(&list, 80);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[1].starts_with("0000000000000001-0  warehouse    orders/paid"));
+        assert!(
+            lines[1].ends_with('…') && lines[1].chars().count() <= 80,
+            "{out}"
+        );
+        assert_eq!(table(&[], 80), "no dead letters\n");
+    }
+
+    #[test]
+    fn replay_and_purge_need_exactly_one_target() {
+        assert_eq!(
+            one_or_all("replay", Some("a".into()), false).unwrap(),
+            Some("a".into())
+        );
+        assert_eq!(one_or_all("replay", None, true).unwrap(), None);
+        assert!(one_or_all("purge", None, false).is_err());
+        assert!(one_or_all("purge", Some("a".into()), true).is_err());
+    }
+}

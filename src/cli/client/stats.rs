@@ -24,15 +24,31 @@ fn n(v: &Value) -> String {
 /// The readable form: counts, then one line per lane.
 pub fn render(v: &Value) -> String {
     let mut out = String::new();
-    for (label, key) in [
-        ("received", "received"),
-        ("duplicates", "duplicates"),
-        ("rejected", "rejected"),
-        ("delivered", "delivered"),
-        ("retrying", "retrying"),
-        ("dead letters", "dead"),
+    for (label, key, what) in [
+        ("received", "received", "webhooks accepted since start"),
+        ("duplicates", "duplicates", "webhooks answered `duplicate`"),
+        (
+            "rejected",
+            "rejected",
+            "webhooks refused (signature, size, JSON, source)",
+        ),
+        (
+            "delivered",
+            "delivered",
+            "deliveries that reached their destination",
+        ),
+        (
+            "retrying",
+            "retrying",
+            "failed attempts that will be retried",
+        ),
+        (
+            "dead letters",
+            "dead",
+            "kept now; see `shoprelay dead-letters list`",
+        ),
     ] {
-        out.push_str(&format!("{label:<13} {:>8}\n", n(&v[key])));
+        out.push_str(&format!("{label:<13} {:>8}  {what}\n", n(&v[key])));
     }
     let lanes = v["lanes"].as_object().filter(|l| !l.is_empty());
     let Some(lanes) = lanes else {
@@ -53,4 +69,31 @@ pub fn render(v: &Value) -> String {
         out.push_str(&format!("{lane:<w$}  {:>8}  {age}\n", n(&s["pending"])));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn readable_stats_with_lanes() {
+        let v = serde_json::json!({
+            "received": 3, "duplicates": 0, "rejected": 1, "delivered": 2,
+            "retrying": 9, "dead": 1,
+            "lanes": {
+                "warehouse": {"pending": 3, "oldest_due_age_seconds": 12},
+                "segment": {"pending": 0, "oldest_due_age_seconds": null},
+            },
+        });
+        let out = super::render(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("received             3  webhooks"),
+            "{out}"
+        );
+        assert!(lines[5].starts_with("dead letters         1"), "{out}");
+        assert_eq!(lines[7], "LANE        PENDING  OLDEST DUE");
+        assert_eq!(lines[8], "warehouse         3  12s ago");
+        assert_eq!(lines[9], "segment           0  -");
+        let empty = super::render(&serde_json::json!({"lanes": {}}));
+        assert!(empty.ends_with("\nqueue: empty\n"), "{empty}");
+    }
 }
