@@ -181,9 +181,13 @@ async fn run_lane(
                 metrics.clone(),
                 lane.name.clone(),
             );
+            let notify = lane.notify.clone();
             inflight.spawn(async move {
                 deliver(c, &lane_name, &store, &ctx, &metrics).await;
                 drop(permit);
+                // The lane may be asleep until a lease that just ended: have it
+                // look again (a retry may now be the earliest due time).
+                notify.notify_one();
             });
         }
         drop(slots);

@@ -99,16 +99,393 @@ async fn signed_events_reach_the_destination() {
         assert!(req.header("user-agent").unwrap().starts_with("shoprelay/"));
         assert_eq!(req.header("x-team").as_deref(), Some("data"));
     }
-    // Queue drained.
-    let stats: Value = client()
+    wait_drained(&relay).await;
+    relay.stop().await;
+}
+
+async fn stats(relay: &Relay) -> Value {
+    client()
         .get(format!("{}/admin/stats", relay.admin))
         .send()
         .await
         .unwrap()
         .json()
         .await
+        .unwrap()
+}
+
+async fn wait_drained(relay: &Relay) {
+    within("queue drained", async {
+        loop {
+            let s = stats(relay).await;
+            if s["lanes"].as_object().is_some_and(|l| l.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
+    within("dead letters", async {
+        loop {
+            let dl = dead_letters(relay).await;
+            if dl.len() >= n {
+                return dl;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+fn fail_then_ok(failures: usize, status: u16) -> crate::common::receiver::Script {
+    Arc::new(move |n| {
+        if n < failures {
+            Answer::status(status)
+        } else {
+            Answer::status(200)
+        }
+    })
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_and_delivered_once() {
+    // Three 500s, then 200: each event arrives once after its retries.
+    let r = TestReceiver::with(fail_then_ok(3, 500)).await;
+    let relay = Relay::start(Opts {
+        dests: vec![dest("wh", &r, "")],
+        extra: FAST_RETRY.into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(2)).await;
+    let got = r.wait_for(5).await; // 3 failures + identify + track
+    wait_drained(&relay).await;
+    let all = r.received();
+    assert_eq!(all.len(), 5, "nothing sent twice after success");
+    // Equal jitter: each gap is at least half its base of 100, 200, 400 ms.
+    let gaps: Vec<u128> = got
+        .windows(2)
+        .take(3)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect();
+    assert!(
+        gaps[0] >= 50 && gaps[1] >= 100 && gaps[2] >= 200,
+        "backoff gaps {gaps:?}"
+    );
+    let ids: Vec<String> = all
+        .iter()
+        .map(|g| g.json()["messageId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[0], ids[3], "a retry carries the same messageId");
+    assert_ne!(ids[3], ids[4]);
+    assert_eq!(stats(&relay).await["retrying"], 3);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors_and_redirects_go_to_the_dead_letters_at_once() {
+    let bad = TestReceiver::with(Arc::new(|_| Answer {
+        body: "missing field userId".into(),
+        ..Answer::status(400)
+    }))
+    .await;
+    let redirect = TestReceiver::with(Arc::new(|_| Answer {
+        headers: vec![("location".into(), "http://127.0.0.1:1/elsewhere".into())],
+        ..Answer::status(302)
+    }))
+    .await;
+    let relay = Relay::start(Opts {
+        dests: vec![
+            dest("bad", &bad, "events = [\"track\"]"),
+            dest("moved", &redirect, "events = [\"track\"]"),
+        ],
+        extra: FAST_RETRY.into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(3)).await;
+    let dl = wait_dead(&relay, 2).await;
+    let by_dest = |d: &str| dl.iter().find(|x| x["destination"] == d).unwrap().clone();
+    let b = by_dest("bad");
+    assert_eq!(b["attempts"], 1);
+    assert_eq!(b["last_status"], 400);
+    assert!(
+        b["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field userId"),
+        "{b}"
+    );
+    assert_eq!(b["event"], "orders/create");
+    assert!(
+        b["first_attempt_at"].is_string() && b["dead_at"].is_string(),
+        "{b}"
+    );
+    assert_eq!(by_dest("moved")["last_status"], 302);
+    // Not retried, not followed: one request each.
+    assert_eq!(bad.count(), 1);
+    assert_eq!(redirect.count(), 1);
+
+    // Replay after the destination is fixed: delivered again with the same messageId.
+    bad.set(Arc::new(|_| Answer::status(200)));
+    let id = b["id"].as_str().unwrap();
+    let r = client()
+        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
+        .send()
+        .await
         .unwrap();
-    until("queue drained", || true).await;
-    assert!(stats["delivered"].as_u64().is_some());
+    assert_eq!(r.status(), 200);
+    let got = bad.wait_for(2).await;
+    assert_eq!(got[1].json()["messageId"], got[0].json()["messageId"]);
+    assert_eq!(dead_letters(&relay).await.len(), 1);
+    let m = by_dest("moved");
+    let shown: Value = client()
+        .get(format!(
+            "{}/admin/dead-letters/{}",
+            relay.admin,
+            m["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        shown["body"]
+            .as_str()
+            .unwrap()
+            .contains("buyer3@example.com"),
+        "show includes the raw webhook"
+    );
+    let r = client()
+        .delete(format!("{}/admin/dead-letters", relay.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["purged"], 1);
+    assert!(dead_letters(&relay).await.is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_destination_never_delays_a_healthy_one() {
+    let hang = TestReceiver::with(Arc::new(|_| Answer {
+        delay_ms: 3_000,
+        ..Answer::status(200)
+    }))
+    .await;
+    let healthy = TestReceiver::start().await;
+    let relay = Relay::start(Opts {
+        dests: vec![
+            dest(
+                "hang",
+                &hang,
+                "timeout = \"200ms\"\nconcurrency = 1\nevents = [\"track\"]",
+            ),
+            dest("ok", &healthy, "events = [\"track\"]"),
+        ],
+        extra: FAST_RETRY.into(),
+        ..Opts::default()
+    })
+    .await;
+    let start = std::time::Instant::now();
+    for n in 0..20 {
+        post(&relay, &order(100 + n)).await;
+    }
+    healthy.wait_for(20).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "healthy destination waited: {:?}",
+        start.elapsed()
+    );
+    // The hanging one timed out and is being retried.
+    hang.wait_for(2).await;
+    within("a retry counted", async {
+        loop {
+            let m = client()
+                .get(format!("{}/metrics", relay.admin))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.contains(r#"shoprelay_deliveries_total{lane="hang",outcome="retry"}"#) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let r = TestReceiver::with(Arc::new(|n| {
+        if n == 0 {
+            Answer {
+                headers: vec![("retry-after".into(), "1".into())],
+                ..Answer::status(429)
+            }
+        } else {
+            Answer::status(200)
+        }
+    }))
+    .await;
+    let relay = Relay::start(Opts {
+        dests: vec![dest("wh", &r, "events = [\"track\"]")],
+        extra: FAST_RETRY.into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(4)).await;
+    let got = r.wait_for(2).await;
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(990),
+        "Retry-After: 1 ignored, retried after {gap:?}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn max_age_turns_a_failing_delivery_into_a_dead_letter() {
+    let r = TestReceiver::with(Arc::new(|_| Answer::status(503))).await;
+    let relay = Relay::start(Opts {
+        dests: vec![dest("wh", &r, "events = [\"track\"]")],
+        extra:
+            "[retry]\ninitial_interval = \"50ms\"\nmax_interval = \"100ms\"\nmax_age = \"500ms\"\n"
+                .into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(5)).await;
+    let dl = wait_dead(&relay, 1).await;
+    let attempts = dl[0]["attempts"].as_u64().unwrap();
+    assert!(attempts >= 3, "{}", dl[0]);
+    assert!(
+        dl[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after"),
+        "{}",
+        dl[0]
+    );
+    assert_eq!(
+        attempts as usize,
+        r.count(),
+        "every attempt reached the receiver"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn five_destinations_each_get_every_event() {
+    let mut receivers = Vec::new();
+    for _ in 0..5 {
+        receivers.push(TestReceiver::start().await);
+    }
+    let dests = receivers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| dest(&format!("d{i}"), r, ""))
+        .collect();
+    let relay = Relay::start(Opts {
+        dests,
+        ..Opts::default()
+    })
+    .await;
+    for n in 0..3 {
+        post(&relay, &order(200 + n)).await;
+    }
+    for r in &receivers {
+        r.wait_for(6).await;
+    }
+    wait_drained(&relay).await;
+    for r in &receivers {
+        assert_eq!(r.count(), 6);
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn first_success_stops_at_the_first_2xx_in_order() {
+    let down = TestReceiver::with(Arc::new(|_| Answer::status(500))).await;
+    let up = TestReceiver::start().await;
+    let spare = TestReceiver::start().await;
+    let relay = Relay::start(Opts {
+        dests: vec![
+            dest("a_down", &down, ""),
+            dest("b_up", &up, ""),
+            dest("c_spare", &spare, ""),
+        ],
+        acme_extra: "delivery = \"first-success\"".into(),
+        extra: FAST_RETRY.into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(6)).await;
+    up.wait_for(2).await;
+    wait_drained(&relay).await;
+    assert_eq!(down.count(), 1, "tried first");
+    assert_eq!(spare.count(), 0, "never needed");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn batch_and_segment_api_bodies_and_signatures() {
+    let batch = TestReceiver::start().await;
+    let seg = TestReceiver::start().await;
+    let relay = Relay::start(Opts {
+        dests: vec![
+            dest(
+                "batch",
+                &batch,
+                "format = \"webhook-batch\"\nbatch_size = 50\nlinger = \"100ms\"",
+            ),
+            Dest {
+                name: "seg".into(),
+                url: seg.url.clone(),
+                extra: "format = \"segment-api\"\nwrite_key = \"wk_123\"\nlinger = \"100ms\""
+                    .into(),
+            },
+        ],
+        ..Opts::default()
+    })
+    .await;
+    for n in 0..3 {
+        post(&relay, &order(300 + n)).await;
+    }
+    let events = |r: &TestReceiver, f: fn(&Value) -> usize| {
+        r.received().iter().map(|x| f(&x.json())).sum::<usize>()
+    };
+    until("all six events in batches", || {
+        events(&batch, |v| v.as_array().map_or(0, Vec::len)) >= 6
+            && events(&seg, |v| v["batch"].as_array().map_or(0, Vec::len)) >= 6
+    })
+    .await;
+    for req in batch.received() {
+        let first = serde_json::to_string(&req.json()[0]).unwrap();
+        assert_eq!(
+            req.header("x-signature").unwrap(),
+            sha1_hex(DEST_SECRET, first.as_bytes()),
+            "signed over the first event"
+        );
+    }
+    use base64::Engine;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("wk_123:")
+    );
+    for req in seg.received() {
+        assert_eq!(req.header("authorization").unwrap(), want);
+        assert!(req.json()["sentAt"].as_str().unwrap().ends_with('Z'));
+        assert!(req.header("x-signature").is_none());
+    }
     relay.stop().await;
 }
