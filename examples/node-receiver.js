@@ -28,30 +28,32 @@ function describe(e) {
   return `${String(e.type).padEnd(9)} ${name.padEnd(28)} ${who.padEnd(40)} messageId=${e.messageId}`;
 }
 
-http
-  .createServer((req, res) => {
-    if (req.method !== 'POST' || req.url !== '/events') {
-      res.writeHead(404).end('not found\n');
+const server = http.createServer((req, res) => {
+  if (req.method !== 'POST' || req.url !== '/events') {
+    res.writeHead(404).end('not found\n');
+    return;
+  }
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      res.writeHead(400).end('not JSON\n');
       return;
     }
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      let body;
-      try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-      } catch (err) {
-        res.writeHead(400).end('not JSON\n');
-        return;
-      }
-      if (!verify(body, req.headers['x-signature'])) {
-        console.error('401: X-Signature missing or wrong');
-        res.writeHead(401).end('bad signature\n');
-        return;
-      }
-      const events = Array.isArray(body) ? body : body.batch || [body];
-      for (const e of events) console.log(describe(e));
-      res.writeHead(200).end('ok\n');
-    });
-  })
-  .listen(port, host, () => console.error(`node receiver: POST http://${host}:${port}/events`));
+    if (!verify(body, req.headers['x-signature'])) {
+      console.error('401: X-Signature missing or wrong');
+      res.writeHead(401).end('bad signature\n');
+      return;
+    }
+    const events = Array.isArray(body) ? body : body.batch || [body];
+    for (const e of events) console.log(describe(e));
+    res.writeHead(200).end('ok\n');
+  });
+});
+// PORT=0 picks a free port; the line below says which.
+server.listen(port, host, () => {
+  console.error(`node receiver: POST http://${host}:${server.address().port}/events`);
+});

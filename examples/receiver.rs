@@ -135,6 +135,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    let addr = listener.local_addr().unwrap_or(addr);
     eprintln!("receiver: POST http://{addr}/events (X-Signature checked)");
     warp::serve(route).incoming(listener).run().await;
 }

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod crash;
 mod delivery;
+mod examples;
 mod full_disk;
 mod ingest;
 mod logs;
