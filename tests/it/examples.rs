@@ -12,6 +12,9 @@ use crate::common::{until, within};
 
 const RX_SECRET: &str = "node-receiver-secret";
 
+/// Lines a child process printed, collected by a reader thread.
+type Lines = Arc<Mutex<Vec<String>>>;
+
 /// Kills the receiver however the test ends.
 struct Node(std::process::Child);
 impl Drop for Node {
@@ -38,7 +41,8 @@ async fn node_receiver_verifies_every_delivery_the_segment_way() {
             .spawn()
             .unwrap(),
     );
-    let (out, err): (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>) = Default::default();
+    let out: Lines = Arc::default();
+    let err: Lines = Arc::default();
     for (pipe, log) in [
         (
             Box::new(node.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
