@@ -93,6 +93,20 @@ fn handle(secret: &[u8], signature: Option<String>, body: Bytes) -> (StatusCode,
     (StatusCode::OK, "ok\n")
 }
 
+/// `POST /events`.
+pub fn routes(
+    secret: &'static [u8],
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    warp::path!("events")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("x-signature"))
+        .and(warp::body::bytes())
+        .map(move |sig: Option<String>, body: Bytes| {
+            let (status, text) = handle(secret, sig, body);
+            warp::reply::with_status(text, status)
+        })
+}
+
 fn listen_addr() -> Result<SocketAddr, String> {
     let mut args = std::env::args().skip(1);
     let mut listen = std::env::var("RECEIVER_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.into());
@@ -120,14 +134,6 @@ async fn main() {
         .unwrap_or_else(|_| DEFAULT_SECRET.into())
         .into_bytes()
         .leak();
-    let route = warp::path!("events")
-        .and(warp::post())
-        .and(warp::header::optional::<String>("x-signature"))
-        .and(warp::body::bytes())
-        .map(move |sig: Option<String>, body: Bytes| {
-            let (status, text) = handle(secret, sig, body);
-            warp::reply::with_status(text, status)
-        });
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -137,7 +143,7 @@ async fn main() {
     };
     let addr = listener.local_addr().unwrap_or(addr);
     eprintln!("receiver: POST http://{addr}/events (X-Signature checked)");
-    warp::serve(route).incoming(listener).run().await;
+    warp::serve(routes(secret)).incoming(listener).run().await;
 }
 
 #[cfg(test)]

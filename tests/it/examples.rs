@@ -1,6 +1,7 @@
 //! `examples/node-receiver.js`, which verifies `X-Signature` exactly as Segment's
 //! docs do (HMAC-SHA1 over `JSON.stringify(JSON.parse(body))`), accepts every
-//! delivery of the relay, for `webhook` and `webhook-batch`. Needs `node`.
+//! delivery of the relay, for `webhook` and `webhook-batch` (needs `node`);
+//! so does `examples/receiver.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -9,6 +10,10 @@ use std::sync::{Arc, Mutex};
 use crate::cli::{admin, shoprelay};
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::{until, within};
+
+#[path = "../../examples/receiver.rs"]
+#[allow(dead_code)]
+mod rust_receiver;
 
 const RX_SECRET: &str = "node-receiver-secret";
 
@@ -22,6 +27,74 @@ impl Drop for Node {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Sends a few topics through a relay whose `webhook` and `webhook-batch`
+/// destinations both point at `url`; returns the final stats.
+async fn deliver_to(url: &str) -> serde_json::Value {
+    let dest = |name: &str, format: &str| Dest {
+        name: name.into(),
+        url: url.to_string(),
+        extra: format!("format = \"{format}\"\nshared_secret = \"{RX_SECRET}\"\n"),
+    };
+    let relay = Relay::start(Opts {
+        dests: vec![dest("wh", "webhook"), dest("batch", "webhook-batch")],
+        ..Opts::default()
+    })
+    .await;
+    for topic in TOPICS {
+        let shop = relay.shopify_url("acme");
+        let args = [
+            "send-test",
+            "--to",
+            &shop,
+            "--secret",
+            SECRET,
+            "--topic",
+            topic,
+        ];
+        let r = shoprelay(&args, &[]).await;
+        assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+    }
+    let want = 2 * TOPICS.len() as u64;
+    let stats = within("every delivery settled", async {
+        loop {
+            let r = admin(&relay, &["stats", "--json"], &[]).await;
+            let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+            if v["delivered"].as_u64().unwrap_or(0) + v["dead"].as_u64().unwrap_or(0) >= want {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    relay.stop().await;
+    assert_eq!(stats["delivered"], want, "{stats}");
+    stats
+}
+
+const TOPICS: [&str; 5] = [
+    "orders/create",
+    "customers/create",
+    "refunds/create",
+    "checkouts/create",
+    "products/update",
+];
+
+#[tokio::test]
+async fn rust_receiver_verifies_every_delivery() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(
+        warp::serve(rust_receiver::routes(RX_SECRET.as_bytes()))
+            .incoming(listener)
+            .run(),
+    );
+    let stats = deliver_to(&url).await;
+    assert_eq!(
+        stats["dead"], 0,
+        "the receiver refused a signature: {stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,59 +134,13 @@ async fn node_receiver_verifies_every_delivery_the_segment_way() {
     let url = first.rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{first}");
 
-    let dest = |name: &str, format: &str| Dest {
-        name: name.into(),
-        url: url.clone(),
-        extra: format!("format = \"{format}\"\nshared_secret = \"{RX_SECRET}\"\n"),
-    };
-    let relay = Relay::start(Opts {
-        dests: vec![dest("wh", "webhook"), dest("batch", "webhook-batch")],
-        ..Opts::default()
-    })
-    .await;
-    let topics = [
-        "orders/create",
-        "customers/create",
-        "refunds/create",
-        "checkouts/create",
-        "products/update",
-    ];
-    for topic in topics {
-        let shop = relay.shopify_url("acme");
-        let r = shoprelay(
-            &[
-                "send-test",
-                "--to",
-                &shop,
-                "--secret",
-                SECRET,
-                "--topic",
-                topic,
-            ],
-            &[],
-        )
-        .await;
-        assert_eq!(r.code, 0, "{}{}", r.out, r.err);
-    }
-    let want = 2 * topics.len() as u64;
-    let stats = within("every delivery settled", async {
-        loop {
-            let r = admin(&relay, &["stats", "--json"], &[]).await;
-            let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
-            if v["delivered"].as_u64().unwrap_or(0) + v["dead"].as_u64().unwrap_or(0) >= want {
-                return v;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let stats = deliver_to(&url).await;
     assert_eq!(
         stats["dead"],
         0,
         "node refused a signature: {:?}\n{stats}",
         err.lock().unwrap()
     );
-    assert_eq!(stats["delivered"], want, "{stats}");
     let lines = out.lock().unwrap().clone();
     // orders/create and customers/create are identify + track: 7 events, twice.
     assert_eq!(lines.len(), 14, "{lines:#?}");
@@ -121,5 +148,4 @@ async fn node_receiver_verifies_every_delivery_the_segment_way() {
         lines.iter().any(|l| l.contains("\"Order Completed\"")),
         "{lines:#?}"
     );
-    relay.stop().await;
 }
