@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{admin, shoprelay};
+use crate::common::cli::{admin, shoprelay};
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::{until, within};
 

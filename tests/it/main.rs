@@ -6,6 +6,7 @@ mod common;
 mod check;
 mod cli;
 mod crash;
+mod dead_letters;
 mod delivery;
 mod examples;
 mod full_disk;
