@@ -251,4 +251,16 @@ async fn unreachable_admin_api_and_bad_arguments() {
     let r = shoprelay(&["stats", "--config", NO_CONFIG], &[]).await;
     assert_eq!(r.code, 1);
     assert!(r.err.contains("--admin"), "{}", r.err);
+    // An invalid config: one line pointing at `check`, not the problem list.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("relay.toml");
+    std::fs::write(&bad, "[server]\nbogus = 1\n").unwrap();
+    let r = shoprelay(&["stats", "--config", &bad.to_string_lossy()], &[]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+    assert!(
+        r.err.contains("shoprelay check") && r.err.contains("--admin"),
+        "{}",
+        r.err
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
-use shoprelay::config::Config;
+use shoprelay::config::{Config, ConfigError};
 
 pub use dead_letters::dead_letters;
 pub use send_test::send_test;
@@ -105,10 +105,12 @@ pub fn admin_base(flag: Option<&str>, config: &Path) -> anyhow::Result<AdminApi>
             }
             format!("http://{addr}")
         }
-        (None, Err(e)) => anyhow::bail!(
-            "cannot find the admin API: {}: {e}; pass --admin URL",
-            config.display()
+        (None, Err(ConfigError::Invalid(problems))) => anyhow::bail!(
+            "cannot find the admin API: {} has {} problem(s) (see `shoprelay check --config {0}`); pass --admin URL",
+            config.display(),
+            problems.len()
         ),
+        (None, Err(e)) => anyhow::bail!("cannot find the admin API: {e}; pass --admin URL"),
     };
     Ok(AdminApi { base, token })
 }
