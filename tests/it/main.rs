@@ -4,8 +4,13 @@
 mod common;
 
 mod check;
+mod cli;
 mod crash;
+mod dead_letters;
 mod delivery;
+mod examples;
 mod full_disk;
 mod ingest;
+mod logs;
+mod metrics;
 mod node_receiver;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod receiver;
 pub mod relay;
 pub mod sign;
