@@ -489,3 +489,69 @@ async fn batch_and_segment_api_bodies_and_signatures() {
     }
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn an_unmappable_webhook_is_a_dead_letter_with_its_body_and_reason() {
+    let r = TestReceiver::start().await;
+    let relay = Relay::start(Opts {
+        dests: vec![dest("wh", &r, "")],
+        ..Opts::default()
+    })
+    .await;
+    let body = br#"{"id":42,"email":"x@example.com","line_items":"not a list"}"#.to_vec();
+    let h = ShopifyWebhook {
+        topic: "orders/create",
+        event_id: Some("unmappable".into()),
+        body,
+        secret: SECRET,
+    };
+    assert_eq!(
+        post(&relay, &h).await["status"],
+        "queued",
+        "authentic: accepted, never dropped"
+    );
+    let dl = wait_dead(&relay, 1).await;
+    let reason = dl[0]["last_error"].as_str().unwrap();
+    assert!(reason.contains("line_items is not an array"), "{reason}");
+    let id = dl[0]["id"].as_str().unwrap();
+    let shown: Value = client()
+        .get(format!("{}/admin/dead-letters/{id}", relay.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        shown["body"].as_str().unwrap().contains("not a list"),
+        "raw body kept: {shown}"
+    );
+    assert_eq!(r.count(), 0);
+    // Replay maps it again (still unmappable here, so it comes back with the reason).
+    let replay = client()
+        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    within("dead again", async {
+        loop {
+            let m = client()
+                .get(format!("{}/metrics", relay.admin))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.contains(r#"shoprelay_dead_letters_total{lane="wh"} 2"#)
+                && dead_letters(&relay).await.len() == 1
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    relay.stop().await;
+}
