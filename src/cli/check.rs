@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use shoprelay::config::{Config, ConfigError, DeliveryMode};
+use shoprelay::config::{Config, ConfigError, DeliveryMode, format_duration};
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = match Config::load(path) {
@@ -44,7 +44,7 @@ pub fn describe(cfg: &Config) -> String {
          ingest  http://{}  (max body {} bytes)\n\
          admin   http://{}  (token: {})\n\
          data    {}\n\
-         retry   up to {:?} after the first attempt, {:?} doubling to {:?}\n",
+         retry   up to {} after the first attempt, {} doubling to {}\n",
         cfg.sources.len(),
         cfg.destinations.len(),
         s.listen,
@@ -56,9 +56,9 @@ pub fn describe(cfg: &Config) -> String {
             "none"
         },
         s.data_dir.display(),
-        cfg.retry.max_age,
-        cfg.retry.initial_interval,
-        cfg.retry.max_interval,
+        format_duration(cfg.retry.max_age),
+        format_duration(cfg.retry.initial_interval),
+        format_duration(cfg.retry.max_interval),
     );
     for (name, src) in &cfg.sources {
         let path = match src.kind {
@@ -97,10 +97,10 @@ pub fn describe(cfg: &Config) -> String {
                 .map(|e| format!(", only {}", e.join(", ")))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "  → {order}{d}  {}  {}  ({auth}, timeout {:?}{filter})\n",
+                "  → {order}{d}  {}  {}  ({auth}, timeout {}{filter})\n",
                 dest.format.as_str(),
                 display_url(&dest.url),
-                dest.timeout,
+                format_duration(dest.timeout),
             ));
         }
     }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 pub use mapping::{MappingConfig, Naming, UserIdRule};
 pub use reader::Problem;
 use reader::{Problems, Reader};

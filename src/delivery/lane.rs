@@ -228,6 +228,19 @@ async fn sleep_or_stop(d: Duration, notify: &Notify, stop: &mut Shutdown) {
     }
 }
 
+/// An error for the log: up to the destination's answer body, which may echo
+/// the payload (PII); the full text stays in the dead letter for operators.
+fn loggable(error: &str) -> &str {
+    match error.find(": ") {
+        Some(i) if error.starts_with("HTTP ") => &error[..i],
+        Some(i) if error.starts_with("gave up") => match error[i + 2..].find(": ") {
+            Some(j) if error[i + 2..].starts_with("HTTP ") => &error[..i + 2 + j],
+            _ => error,
+        },
+        _ => error,
+    }
+}
+
 async fn deliver(c: Claimed, lane: &str, store: &Arc<dyn Store>, ctx: &Context, metrics: &Metrics) {
     let id = c.record.id;
     let received = c.webhook.meta().received_at_ms;
@@ -246,13 +259,15 @@ async fn deliver(c: Claimed, lane: &str, store: &Arc<dyn Store>, ctx: &Context, 
         }
         Decision::Retry(rec) => {
             if rec.attempts == 1 || rec.attempts.is_power_of_two() {
-                tracing::info!(lane, id = %id, topic, attempts = rec.attempts, error = rec.last_error.as_deref().unwrap_or(""), "delivery failed; will retry");
+                let error = loggable(rec.last_error.as_deref().unwrap_or(""));
+                tracing::info!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, error, "delivery failed; will retry");
             }
             ("retry", blocking(move || s.update(&rec)).await)
         }
         Decision::Bury(rec) => {
             if let DeliveryState::Dead { reason, .. } = &rec.state {
-                tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, reason, "delivery moved to the dead letters");
+                let reason = loggable(reason);
+                tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
             }
             metrics.inc("shoprelay_dead_letters_total", &[("lane", lane)], 1);
             ("dead", blocking(move || s.bury(&rec)).await)
@@ -266,5 +281,29 @@ async fn deliver(c: Claimed, lane: &str, store: &Arc<dyn Store>, ctx: &Context, 
     if let Some(Err(e)) = result {
         // The lease stays; the delivery comes due again when it ends.
         tracing::error!(lane, id = %id, error = %e, "cannot record the delivery outcome");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_errors_stop_before_the_answer_body() {
+        for (full, logged) in [
+            (
+                "HTTP 400 Bad Request: {\"email\":\"a@b.c\"}",
+                "HTTP 400 Bad Request",
+            ),
+            (
+                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable: echo a@b.c",
+                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable",
+            ),
+            ("timed out after 5s", "timed out after 5s"),
+            (
+                "cannot map the webhook: orders/create: line_items is not an array",
+                "cannot map the webhook: orders/create: line_items is not an array",
+            ),
+        ] {
+            assert_eq!(super::loggable(full), logged);
+        }
     }
 }
