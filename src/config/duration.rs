@@ -3,6 +3,13 @@
 use std::time::Duration;
 
 /// Parses a duration; the error says what is accepted.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoprelay::config::parse_duration;
+/// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert!(parse_duration("4 hours").is_err());
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration (use e.g. \"500ms\", \"5s\", \"10m\", \"4h\")");
     let mut total: u128 = 0;
@@ -38,6 +45,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The shortest exact form `parse_duration` reads back: `4h`, `1h30m`, `500ms`.
+///
+/// ```
+/// use std::time::Duration;
+/// use shoprelay::config::format_duration;
+/// assert_eq!(format_duration(Duration::from_secs(14_400)), "4h");
+/// ```
 pub fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
