@@ -3,6 +3,7 @@
 
 mod common;
 
+mod admin;
 mod check;
 mod cli;
 mod crash;
