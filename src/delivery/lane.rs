@@ -36,6 +36,9 @@ struct Lane {
     linger: Duration,
     lease: Duration,
     notify: Arc<Notify>,
+    /// No longer in relay.toml: everything it holds is dead-lettered now, not
+    /// when it comes due.
+    orphan: bool,
 }
 
 impl Engine {
@@ -60,7 +63,11 @@ impl Engine {
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
-        let mut add = |name: String, concurrency: usize, linger: Duration, timeout: Duration| {
+        let mut add = |name: String,
+                       concurrency: usize,
+                       linger: Duration,
+                       timeout: Duration,
+                       orphan: bool| {
             if names.insert(name.clone()) {
                 lanes.push(Lane {
                     name,
@@ -68,6 +75,7 @@ impl Engine {
                     linger,
                     lease: (timeout * 10).max(Duration::from_secs(60)),
                     notify: Arc::new(Notify::new()),
+                    orphan,
                 });
             }
         };
@@ -78,6 +86,7 @@ impl Engine {
                 d.concurrency,
                 if batching { d.linger } else { Duration::ZERO },
                 d.timeout,
+                false,
             );
         }
         for (name, s) in &cfg.sources {
@@ -93,14 +102,15 @@ impl Engine {
                     8,
                     Duration::ZERO,
                     timeout,
+                    false,
                 );
             }
         }
         // Work queued under a lane that is no longer configured still gets an
         // owner, which dead-letters it with the reason (nothing waits forever).
-        if let Ok((stored, _)) = store.stats() {
-            for name in stored.into_keys() {
-                add(name, 1, Duration::ZERO, Duration::from_secs(5));
+        if let Ok(stored) = store.lanes() {
+            for name in stored {
+                add(name, 1, Duration::ZERO, Duration::from_secs(5), true);
             }
         }
         let mut tasks = JoinSet::new();
@@ -160,7 +170,12 @@ async fn run_lane(
         while let Ok(p) = permits.clone().try_acquire_owned() {
             slots.push(p);
         }
-        let now = (ctx.clock)();
+        // An orphan takes everything at once, due or not: it only buries.
+        let now = if lane.orphan {
+            u64::MAX / 4
+        } else {
+            (ctx.clock)()
+        };
         let lease_until = now + lane.lease.as_millis() as u64;
         let (s, name, n) = (store.clone(), lane.name.clone(), slots.len());
         let claimed = match blocking(move || s.claim_due(&name, now, lease_until, n)).await {
@@ -182,8 +197,9 @@ async fn run_lane(
                 lane.name.clone(),
             );
             let notify = lane.notify.clone();
+            let orphan = lane.orphan;
             inflight.spawn(async move {
-                deliver(c, &lane_name, &store, &ctx, &metrics).await;
+                deliver(c, &lane_name, orphan, &store, &ctx, &metrics).await;
                 drop(permit);
                 // The lane may be asleep until a lease that just ended: have it
                 // look again (a retry may now be the earliest due time).
@@ -241,11 +257,35 @@ fn loggable(error: &str) -> &str {
     }
 }
 
-async fn deliver(c: Claimed, lane: &str, store: &Arc<dyn Store>, ctx: &Context, metrics: &Metrics) {
+async fn deliver(
+    c: Claimed,
+    lane: &str,
+    orphan: bool,
+    store: &Arc<dyn Store>,
+    ctx: &Context,
+    metrics: &Metrics,
+) {
     let id = c.record.id;
     let received = c.webhook.meta().received_at_ms;
     let topic = c.webhook.meta().topic.clone();
-    let decision = attempt(ctx, c.record, &c.webhook).await;
+    let decision = if orphan {
+        let mut rec = c.record;
+        let reason = match rec.targets.as_slice() {
+            [one] if !ctx.destinations.contains_key(one) => {
+                format!("destination `{one}` is no longer in relay.toml")
+            }
+            _ => format!(
+                "lane `{lane}` is no longer in relay.toml (destination removed or delivery mode changed)"
+            ),
+        };
+        rec.state = DeliveryState::Dead {
+            dead_at_ms: (ctx.clock)(),
+            reason,
+        };
+        Decision::Bury(rec)
+    } else {
+        attempt(ctx, c.record, &c.webhook).await
+    };
     let s = store.clone();
     let (outcome, result) = match decision {
         Decision::Done => {

@@ -182,6 +182,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a dead letter; false when it was not one.
     fn purge(&self, id: DeliveryId) -> Result<bool, StoreError>;
 
+    /// The lanes that hold pending deliveries (one seek per lane, not a scan).
+    fn lanes(&self) -> Result<Vec<String>, StoreError>;
+
     /// Pending deliveries per lane and the dead-letter count.
     fn stats(&self) -> Result<(std::collections::BTreeMap<String, LaneStats>, u64), StoreError>;
 

@@ -405,6 +405,22 @@ impl Store for SledStore {
         }
     }
 
+    fn lanes(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = vec![b'q'];
+        while let Some(kv) = self.tree.range(from.clone()..vec![b'q' + 1]).next() {
+            let (k, _) = kv.map_err(err)?;
+            let Some(sep) = k.iter().position(|&b| b == 0) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(&k[1..sep]).into_owned());
+            // Skip past every key of this lane: `q lane 0 …` < `q lane 1`.
+            from = k[..sep].to_vec();
+            from.push(1);
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> Result<(BTreeMap<String, LaneStats>, u64), StoreError> {
         let mut lanes: BTreeMap<String, LaneStats> = BTreeMap::new();
         for kv in self.tree.scan_prefix([b'q']) {

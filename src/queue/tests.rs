@@ -206,6 +206,21 @@ fn leases_left_by_a_crash_are_released_at_start() {
 }
 
 #[test]
+fn lanes_are_listed_without_a_scan() {
+    let (_d, s) = store();
+    s.accept_batch(
+        &[
+            accept("a", &["x", "y"]),
+            accept("b", &["x"]),
+            accept("c", &["x-y"]),
+        ],
+        1,
+    )
+    .unwrap();
+    assert_eq!(s.lanes().unwrap(), ["x", "x-y", "y"]);
+}
+
+#[test]
 fn delivery_ids_round_trip() {
     let id = DeliveryId {
         webhook: 0x4d2,

@@ -555,3 +555,27 @@ async fn an_unmappable_webhook_is_a_dead_letter_with_its_body_and_reason() {
     .await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn work_for_a_removed_destination_becomes_dead_letters_not_a_silent_queue() {
+    let r = TestReceiver::with(Arc::new(|_| Answer::status(503))).await;
+    let slow_retry = "[retry]\ninitial_interval = \"1h\"\nmax_interval = \"1h\"\n";
+    let relay = Relay::start(Opts {
+        dests: vec![dest("old", &r, "")],
+        extra: slow_retry.into(),
+        ..Opts::default()
+    })
+    .await;
+    post(&relay, &order(7)).await;
+    r.wait_for(1).await;
+    let dir = relay.stop().await;
+    // Restart with `old` gone from relay.toml: its pending deliveries say why.
+    let relay = Relay::start_in(Opts::default(), dir).await;
+    let dl = wait_dead(&relay, 1).await;
+    let reason = dl[0]["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("destination `old` is no longer in relay.toml"),
+        "{reason}"
+    );
+    relay.stop().await;
+}
