@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode, header};
 
-use super::time::{days_from_civil, days_in_month};
+use crate::timefmt::{days_from_civil, days_in_month};
 
 /// How many characters of a response body an error message keeps.
 pub const BODY_EXCERPT_CHARS: usize = 200;

@@ -21,8 +21,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::header::{self, HeaderName, HeaderValue};
 use sha1::Sha1;
 
-use super::time::iso8601_ms;
 use crate::config::{DestinationConfig, Format};
+use crate::timefmt::iso8601_ms;
 
 /// Segment's limit for one event. Its docs say "32KB"; its Python library reads that
 /// as 32 × 1024 bytes, and so do we.

@@ -15,7 +15,6 @@ pub mod destination;
 pub mod format;
 pub mod lane;
 pub mod retry;
-mod time;
 pub mod worker;
 
 #[cfg(test)]
