@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use super::verify::{Rejection, Verifier, check_json_object, check_topic, content_id, decode_tag};
+use super::verify::{
+    Rejection, Verifier, check_json_object, check_signature, check_topic, content_id,
+};
 use super::{Headers, SourceKind, Webhook, WebhookMeta};
 
 /// Verifies a convertedin request for `resource/action`.
@@ -15,13 +17,15 @@ pub fn verify(
     body: Bytes,
     received_at_ms: u64,
 ) -> Result<Webhook, Rejection> {
-    let tag = headers
-        .get("x-hmac-sha256")
-        .ok_or(Rejection::MissingSignature("X-Hmac-Sha256"))?;
-    let tag = decode_tag(tag, true).ok_or(Rejection::BadSignature)?;
-    if !verifier.matches(&body, &tag) {
-        return Err(Rejection::BadSignature);
-    }
+    // convertedin documents no encoding for the digest: accept base64 and hex.
+    check_signature(
+        verifier,
+        headers,
+        "x-hmac-sha256",
+        "X-Hmac-Sha256",
+        true,
+        &body,
+    )?;
     let topic = topic.to_ascii_lowercase();
     check_topic(&topic)?;
     check_json_object(&body)?;

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use super::verify::{Rejection, Verifier, check_json_object, check_topic, content_id, decode_tag};
+use super::verify::{
+    Rejection, Verifier, check_json_object, check_signature, check_topic, content_id,
+};
 use super::{Headers, SourceKind, Webhook, WebhookMeta};
 
 pub const SIGNATURE: &str = "x-shopify-hmac-sha256";
@@ -16,13 +18,14 @@ pub fn verify(
     body: Bytes,
     received_at_ms: u64,
 ) -> Result<Webhook, Rejection> {
-    let tag = headers
-        .get(SIGNATURE)
-        .ok_or(Rejection::MissingSignature("X-Shopify-Hmac-Sha256"))?;
-    let tag = decode_tag(tag, false).ok_or(Rejection::BadSignature)?;
-    if !verifier.matches(&body, &tag) {
-        return Err(Rejection::BadSignature);
-    }
+    check_signature(
+        verifier,
+        headers,
+        SIGNATURE,
+        "X-Shopify-Hmac-Sha256",
+        false,
+        &body,
+    )?;
     let topic = headers
         .get("x-shopify-topic")
         .ok_or(Rejection::MissingTopic("X-Shopify-Topic"))?

@@ -57,6 +57,27 @@ impl Verifier {
     }
 }
 
+/// Checks the signature header `name` (shown to senders as `display`) over
+/// `body`: the one gate every source kind passes before anything is parsed.
+pub fn check_signature(
+    verifier: &Verifier,
+    headers: &dyn super::Headers,
+    name: &str,
+    display: &'static str,
+    allow_hex: bool,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let tag = headers
+        .get(name)
+        .ok_or(Rejection::MissingSignature(display))?;
+    let tag = decode_tag(tag, allow_hex).ok_or(Rejection::BadSignature)?;
+    if verifier.matches(body, &tag) {
+        Ok(())
+    } else {
+        Err(Rejection::BadSignature)
+    }
+}
+
 /// Decodes a signature header: base64 (Shopify's form) or, where allowed, hex.
 pub fn decode_tag(header: &str, allow_hex: bool) -> Option<Vec<u8>> {
     use base64::Engine;
