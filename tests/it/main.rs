@@ -5,6 +5,7 @@ mod common;
 
 mod check;
 mod crash;
+mod crash_campaign;
 mod delivery;
 mod full_disk;
 mod ingest;
