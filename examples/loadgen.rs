@@ -401,6 +401,19 @@ fn status_kb(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// utime + stime of a process in seconds (clock ticks are 100 Hz on Linux).
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`, which may contain spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn relay_pid(relay: &Relay) -> Option<String> {
     match relay {
         Relay::InProcess { .. } => Some("self".into()),
@@ -628,6 +641,8 @@ async fn main() {
             }
         })
     };
+    let relay_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let self_cpu0 = cpu_secs("self");
     let senders: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(send_loop(sender.clone())))
         .collect();
@@ -635,6 +650,10 @@ async fn main() {
         let _ = s.await;
     }
     let send_secs = ledger.start.elapsed().as_secs_f64();
+    let relay_cpu = relay_pid(&relay)
+        .zip(relay_cpu0)
+        .map(|(p, c0)| cpu_secs(&p) - c0);
+    let self_cpu = cpu_secs("self") - self_cpu0;
     let delivered_at_send_end: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
     let rss_send_kb = rss_max.load(Relaxed);
 
@@ -730,6 +749,18 @@ async fn main() {
         println!(
             "restart with backlog: kill -9 → first 200 from the new process {spawned:.2}s (probe loop {served:.2}s)"
         );
+    }
+    let acked_f = acked.max(1) as f64;
+    match (&relay, relay_cpu) {
+        (Relay::Child { .. }, Some(c)) => println!(
+            "cpu while sending: relay {c:.2}s = {:.0} µs per acked webhook; generator + destinations {self_cpu:.2}s ({:.0} µs per webhook); wall {send_secs:.2}s",
+            c * 1e6 / acked_f,
+            self_cpu * 1e6 / acked_f
+        ),
+        _ => println!(
+            "cpu while sending: this process {self_cpu:.2}s = {:.0} µs per acked webhook (relay + generator + destinations); wall {send_secs:.2}s",
+            self_cpu * 1e6 / acked_f
+        ),
     }
     println!("--- latency");
     println!("{}", l.ack_latency.line("ack (from send)"));

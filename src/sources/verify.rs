@@ -74,7 +74,11 @@ pub fn check_json_object(body: &[u8]) -> Result<(), Rejection> {
     if first != Some(&b'{') {
         return Err(Rejection::NotJsonObject("expected `{`".into()));
     }
-    if nesting_depth(body) > MAX_DEPTH {
+    // Depth never exceeds the number of `[` and `{` bytes, a count that
+    // vectorises; the exact scan (a byte-at-a-time state machine, 8% of the
+    // ingest path's CPU on a 3.7 KB order) runs only when that could matter.
+    let openers = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if openers > MAX_DEPTH && nesting_depth(body) > MAX_DEPTH {
         return Err(Rejection::NotJsonObject(format!(
             "nests deeper than {MAX_DEPTH} levels"
         )));
