@@ -8,4 +8,5 @@ mod crash;
 mod crash_campaign;
 mod delivery;
 mod full_disk;
+mod hostile;
 mod ingest;
