@@ -680,6 +680,7 @@ async fn main() {
     }
     // Destinations come back (backlog mode): the drain is timed from here.
     let back_us = ledger.us();
+    let drain_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
     let _ = down_tx.send(false);
     let acked = ledger.acked.load(Relaxed);
     let want = acked * args.destinations as u64;
@@ -691,6 +692,9 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let drain_cpu = relay_pid(&relay)
+        .zip(drain_cpu0)
+        .map(|(p, c0)| cpu_secs(&p) - c0);
     progress.abort();
     sampling.store(false, Relaxed);
     if let Some(s) = sampler {
@@ -743,6 +747,12 @@ async fn main() {
                 "backlog drain: {drained} deliveries in {dsecs:.2}s after the destinations came back = {:.0}/s",
                 drained as f64 / dsecs
             );
+            if let (Relay::Child { .. }, Some(c)) = (&relay, drain_cpu) {
+                println!(
+                    "cpu while draining: relay {c:.2}s = {:.0} µs per delivery",
+                    c * 1e6 / drained.max(1) as f64
+                );
+            }
         }
     }
     if let Some((spawned, served)) = restart_secs {

@@ -63,6 +63,7 @@ impl Engine {
             mapping: cfg.mapping.clone(),
             retry: cfg.retry,
             clock,
+            mapped: Default::default(),
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
