@@ -100,9 +100,14 @@ async fn hostile_payloads_are_answered_and_never_crash_the_relay() {
             body,
             secret: SECRET,
         };
-        let r = within(what, h.request(&c, &url).send())
-            .await
-            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        let oversize = h.body.len() > Opts::default().max_body_bytes as usize;
+        let r = match within(what, h.request(&c, &url).send()).await {
+            Ok(r) => r,
+            // The 413 goes out before the body is read, and the connection is
+            // closed under a client still writing: a reset is a refusal too.
+            Err(_) if oversize => continue,
+            Err(e) => panic!("{what}: no answer: {e}"),
+        };
         let status = r.status().as_u16();
         assert!(allowed.contains(&status), "{what}: answered {status}");
     }
