@@ -23,6 +23,12 @@ use super::worker::{Context, Decision, attempt};
 /// wake-up is never needed for correctness, only for promptness).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
+/// How long a busy lane lets more slots free up before it claims. A claim is
+/// one atomic write however many deliveries it takes (and sled's batches hold
+/// a database-wide write lock), so claiming one slot at a time as each
+/// delivery ends costs a write per delivery.
+const CLAIM_GATHER: Duration = Duration::from_millis(2);
+
 /// All lanes of a relay.
 pub struct Engine {
     wakers: HashMap<String, Arc<Notify>>,
@@ -60,6 +66,7 @@ impl Engine {
             mapping: cfg.mapping.clone(),
             retry: cfg.retry,
             clock,
+            mapped: Default::default(),
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
@@ -157,6 +164,8 @@ async fn run_lane(
 ) {
     let permits = Arc::new(Semaphore::new(lane.concurrency));
     let mut inflight = JoinSet::new();
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let completer = tokio::spawn(complete_batches(done_rx, store.clone(), lane.name.clone()));
     loop {
         if stop.is_set() {
             break;
@@ -166,6 +175,9 @@ async fn run_lane(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.recv() => break,
         };
+        if !inflight.is_empty() && permits.available_permits() + 1 < lane.concurrency / 2 {
+            tokio::time::sleep(CLAIM_GATHER).await;
+        }
         let mut slots = vec![first];
         while let Ok(p) = permits.clone().try_acquire_owned() {
             slots.push(p);
@@ -196,10 +208,10 @@ async fn run_lane(
                 metrics.clone(),
                 lane.name.clone(),
             );
-            let notify = lane.notify.clone();
+            let (notify, done) = (lane.notify.clone(), done_tx.clone());
             let orphan = lane.orphan;
             inflight.spawn(async move {
-                deliver(c, &lane_name, orphan, &store, &ctx, &metrics).await;
+                deliver(c, &lane_name, orphan, &store, &ctx, &metrics, &done).await;
                 drop(permit);
                 // The lane may be asleep until a lease that just ended: have it
                 // look again (a retry may now be the earliest due time).
@@ -234,6 +246,38 @@ async fn run_lane(
     // Finish what is in flight; anything not finished keeps its lease and is
     // released at the next start.
     while inflight.join_next().await.is_some() {}
+    // Record every completion before the lane reports itself stopped (the
+    // final flush comes after).
+    drop(done_tx);
+    let _ = completer.await;
+}
+
+/// Most completions in one write.
+const MAX_COMPLETE_BATCH: usize = 1024;
+
+/// Records successful deliveries, many per write: while one write runs, the
+/// next completions queue up, so the batch grows with load (as group commit
+/// does for ingest). Until its completion is written, a delivery keeps its
+/// lease, so nothing claims it again; a crash in between redelivers it with
+/// the same messageId, as a crash just after the send always could.
+async fn complete_batches(
+    mut done: tokio::sync::mpsc::UnboundedReceiver<crate::queue::DeliveryId>,
+    store: Arc<dyn Store>,
+    lane: String,
+) {
+    let mut ids = Vec::new();
+    while done.recv_many(&mut ids, MAX_COMPLETE_BATCH).await > 0 {
+        let s = store.clone();
+        let batch = std::mem::take(&mut ids);
+        let n = batch.len();
+        match blocking(move || s.complete_many(&batch)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(lane, count = n, error = %e, "cannot record delivered deliveries; they are sent again when their leases end")
+            }
+            None => tracing::error!(lane, count = n, "recording delivered deliveries panicked"),
+        }
+    }
 }
 
 async fn sleep_or_stop(d: Duration, notify: &Notify, stop: &mut Shutdown) {
@@ -264,6 +308,7 @@ async fn deliver(
     store: &Arc<dyn Store>,
     ctx: &Context,
     metrics: &Metrics,
+    done: &tokio::sync::mpsc::UnboundedSender<crate::queue::DeliveryId>,
 ) {
     let id = c.record.id;
     let received = c.webhook.meta().received_at_ms;
@@ -295,7 +340,10 @@ async fn deliver(
                 &[("lane", lane)],
                 secs,
             );
-            ("delivered", blocking(move || s.complete(id)).await)
+            // Batched by the lane's completer; a closed channel means the
+            // lane is gone and the lease will bring the delivery back.
+            let _ = done.send(id);
+            ("delivered", Some(Ok(())))
         }
         Decision::Retry(rec) => {
             if rec.attempts == 1 || rec.attempts.is_power_of_two() {

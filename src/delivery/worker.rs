@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{MappingConfig, RetryConfig};
-use crate::queue::{DeliveryRecord, DeliveryState};
+use crate::queue::{DeliveryRecord, DeliveryState, WebhookId};
 use crate::sources::Webhook;
 
 use super::classify::Outcome;
@@ -36,6 +36,69 @@ pub struct Context {
     pub retry: RetryConfig,
     /// Wall clock, ms.
     pub clock: fn() -> u64,
+    /// Recently mapped webhooks, so the lanes of one fan-out map it once.
+    pub mapped: MappedCache,
+}
+
+/// What a lane needs of one mapped event: its routing keys and its bytes
+/// (not the JSON tree, which is several times larger).
+struct MappedEvent {
+    call: crate::event::Call,
+    name: Option<String>,
+    json: String,
+}
+
+/// The events (or the mapping error) of a webhook.
+type Mapped = Arc<Result<Vec<MappedEvent>, String>>;
+
+/// Recently mapped webhooks by id. Mapping is a pure function of the stored
+/// webhook (never changed after accept) and the mapping config (fixed for the
+/// life of the process), so a hit gives exactly what mapping again would; it
+/// saves a JSON parse of the body for every destination after the first,
+/// which was a quarter of the relay's CPU in a five-way fan-out.
+#[derive(Default)]
+pub struct MappedCache {
+    entries: std::sync::Mutex<(
+        HashMap<WebhookId, Mapped>,
+        std::collections::VecDeque<WebhookId>,
+    )>,
+}
+
+/// Webhooks kept; fan-out lanes work the same webhooks at about the same time.
+const MAPPED_CACHE: usize = 1024;
+
+impl MappedCache {
+    fn get_or_map(&self, id: WebhookId, webhook: &Webhook, cfg: &MappingConfig) -> Mapped {
+        let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = lock().0.get(&id) {
+            return m.clone();
+        }
+        let mapped: Mapped = Arc::new(
+            crate::mapping::map(webhook, cfg)
+                .map(|events| {
+                    events
+                        .into_iter()
+                        .map(|e| MappedEvent {
+                            call: e.call(),
+                            name: e.name().map(str::to_string),
+                            json: e.to_json(),
+                        })
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+        );
+        let mut guard = lock();
+        let (map, order) = &mut *guard;
+        if map.insert(id, mapped.clone()).is_none() {
+            order.push_back(id);
+            while order.len() > MAPPED_CACHE {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+        mapped
+    }
 }
 
 fn bury(mut rec: DeliveryRecord, now: u64, reason: String) -> Decision {
@@ -50,7 +113,8 @@ fn bury(mut rec: DeliveryRecord, now: u64, reason: String) -> Decision {
 /// in order until one takes everything).
 pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) -> Decision {
     let started = (ctx.clock)();
-    let events = match crate::mapping::map(webhook, &ctx.mapping) {
+    let mapped = ctx.mapped.get_or_map(rec.id.webhook, webhook, &ctx.mapping);
+    let events = match mapped.as_ref() {
         Ok(e) => e,
         Err(e) => return bury(rec, started, format!("cannot map the webhook: {e}")),
     };
@@ -69,8 +133,8 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
         let filter = dest.cfg.events.as_deref();
         let wanted: Vec<String> = events
             .iter()
-            .filter(|e| event_passes_filter(filter, e.call().as_str(), e.name()))
-            .map(|e| e.to_json())
+            .filter(|e| event_passes_filter(filter, e.call.as_str(), e.name.as_deref()))
+            .map(|e| e.json.clone())
             .collect();
         // Progress counts only for a single target; first-success resends the set.
         let skip = if first_success {

@@ -162,6 +162,12 @@ pub trait Store: Send + Sync + 'static {
     /// The delivery succeeded: forget it (and the webhook once nothing refers to it).
     fn complete(&self, id: DeliveryId) -> Result<(), StoreError>;
 
+    /// Several deliveries succeeded: the same as `complete` for each, in one
+    /// atomic write where the backend can (lanes batch their completions).
+    fn complete_many(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        ids.iter().try_for_each(|&id| self.complete(id))
+    }
+
     /// Moves a delivery to the dead letters; `record.state` must be `Dead`.
     fn bury(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
 

@@ -109,9 +109,14 @@ impl SledStore {
         })
     }
 
+    fn stripe_index(&self, w: WebhookId) -> usize {
+        (w % self.stripes.len() as u64) as usize
+    }
+
     fn stripe(&self, w: WebhookId) -> std::sync::MutexGuard<'_, ()> {
-        let m = &self.stripes[(w % self.stripes.len() as u64) as usize];
-        m.lock().unwrap_or_else(|p| p.into_inner())
+        self.stripes[self.stripe_index(w)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn get_delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
@@ -310,6 +315,44 @@ impl Store for SledStore {
         batch.remove(qkey(&old.lane, old.due_ms, id));
         batch.remove(lkey(id));
         self.remove_delivery(id, &mut batch)?;
+        self.tree.apply_batch(batch).map_err(err)
+    }
+
+    fn complete_many(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        // Every stripe involved, in ascending order (others hold at most one,
+        // so this cannot deadlock), so that no other lane's completion of a
+        // sibling interleaves with the sibling check below.
+        let mut stripes: Vec<usize> = ids.iter().map(|id| self.stripe_index(id.webhook)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes
+            .iter()
+            .map(|&i| self.stripes[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let removing: std::collections::HashSet<Vec<u8>> = ids.iter().map(|&id| dkey(id)).collect();
+        let mut webhooks_removed = std::collections::HashSet::new();
+        let mut done = std::collections::HashSet::new();
+        let mut batch = Batch::default();
+        for &id in ids {
+            if !done.insert(id) {
+                continue;
+            }
+            let Some(old) = self.get_delivery(id)? else {
+                continue;
+            };
+            batch.remove(qkey(&old.lane, old.due_ms, id));
+            batch.remove(lkey(id));
+            batch.remove(dkey(id));
+            let siblings = self
+                .tree
+                .scan_prefix(key(b'd', &[&be(id.webhook)]))
+                .keys()
+                .filter(|k| k.as_ref().map_or(true, |k| !removing.contains(k.as_ref())))
+                .count();
+            if siblings == 0 && webhooks_removed.insert(id.webhook) {
+                batch.remove(wkey(id.webhook));
+            }
+        }
         self.tree.apply_batch(batch).map_err(err)
     }
 

@@ -238,3 +238,47 @@ fn delivery_ids_round_trip() {
         assert!(bad.parse::<DeliveryId>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn complete_many_is_complete_for_each() {
+    let (_d, s) = store();
+    s.accept_batch(
+        &[
+            accept("a", &["x", "y"]),
+            accept("b", &["x", "y"]),
+            accept("c", &["x"]),
+        ],
+        100,
+    )
+    .unwrap();
+    let x = s.claim_due("x", 100, 1000, 10).unwrap();
+    let y = s.claim_due("y", 100, 1000, 10).unwrap();
+    assert_eq!((x.len(), y.len()), (3, 2));
+    // a: both deliveries in one batch; b: only lane x's; c: its only one;
+    // an unknown id and a repeat are ignored.
+    let (a, b, c) = (x[0].record.id, x[1].record.id, x[2].record.id);
+    let ya = y[0].record.id;
+    let ghost = DeliveryId {
+        webhook: 999_999,
+        slot: 0,
+    };
+    s.complete_many(&[a, ya, b, c, c, ghost]).unwrap();
+    assert!(
+        s.get_webhook(a.webhook).unwrap().is_none(),
+        "a: last deliveries gone"
+    );
+    assert!(
+        s.get_webhook(c.webhook).unwrap().is_none(),
+        "c: only delivery gone"
+    );
+    assert!(
+        s.get_webhook(b.webhook).unwrap().is_some(),
+        "b: lane y still needs it"
+    );
+    let (lanes, _) = s.stats().unwrap();
+    assert_eq!(lanes.get("x"), None);
+    assert_eq!(lanes["y"].pending, 1);
+    s.complete_many(&[y[1].record.id]).unwrap();
+    assert!(s.get_webhook(b.webhook).unwrap().is_none());
+    assert!(s.stats().unwrap().0.is_empty());
+}

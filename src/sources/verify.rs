@@ -95,7 +95,15 @@ pub fn check_json_object(body: &[u8]) -> Result<(), Rejection> {
     if first != Some(&b'{') {
         return Err(Rejection::NotJsonObject("expected `{`".into()));
     }
-    if nesting_depth(body) > MAX_DEPTH {
+    // JSON is UTF-8 (RFC 8259); serde's skip-parse below does not look inside strings.
+    if std::str::from_utf8(body).is_err() {
+        return Err(Rejection::NotJsonObject("body is not UTF-8".into()));
+    }
+    // Depth never exceeds the number of `[` and `{` bytes, a count that
+    // vectorises; the exact scan (a byte-at-a-time state machine, 8% of the
+    // ingest path's CPU on a 3.7 KB order) runs only when that could matter.
+    let openers = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if openers > MAX_DEPTH && nesting_depth(body) > MAX_DEPTH {
         return Err(Rejection::NotJsonObject(format!(
             "nests deeper than {MAX_DEPTH} levels"
         )));
@@ -198,7 +206,15 @@ mod tests {
     #[test]
     fn json_object_check() {
         assert!(check_json_object(b" {\"a\":[1,2]} ").is_ok());
-        for bad in [&b"[1]"[..], b"\"s\"", b"{", b"", b"{} {}", b"null"] {
+        for bad in [
+            &b"[1]"[..],
+            b"\"s\"",
+            b"{",
+            b"",
+            b"{} {}",
+            b"null",
+            b"{\"a\":\"\xff\"}",
+        ] {
             assert!(
                 check_json_object(bad).is_err(),
                 "{:?}",

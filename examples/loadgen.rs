@@ -1,0 +1,823 @@
+//! Load generator with an exact ledger.
+//!
+//! Sends signed Shopify `orders/create` webhooks (unique `X-Shopify-Event-Id`,
+//! a ~3 KB real-shaped body) over N connections, at a fixed rate or flat out,
+//! for a bounded time or count, to a relay it starts itself (in process, or
+//! the real binary with `--spawn-binary`) or to `--target URL`. It runs its own
+//! destinations on 127.0.0.1 and counts every delivery by webhook, so a run
+//! whose ledger does not balance (an acknowledged webhook not delivered to
+//! every destination within the drain timeout) is reported as VOID.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --destinations 0 --duration 10
+//! cargo run --release --example loadgen -- --destinations 5 --rate 2500 --duration 20
+//! cargo run --release --example loadgen -- --spawn-binary --destinations 1 --count 200000 --backlog --restart
+//! ```
+//!
+//! Latency: ack latency is measured from when the request was sent and from
+//! when it was scheduled; end-to-end latency (scheduled send → first arrival
+//! at a destination) is always measured from the schedule, so a generator that
+//! falls behind cannot hide delay.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use clap::Parser;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use warp::Filter;
+
+const SECRET: &str = "loadgen-secret";
+const QUEUED: &[u8] = b"\"queued\"";
+const FIXTURE: &str = include_str!("../tests/fixtures/shopify/orders__create.json");
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "shoprelay load generator with an exact delivery ledger")]
+struct Args {
+    /// Concurrent connections (one HTTP/1.1 client each).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Webhooks per second in total; 0 = flat out.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Stop sending after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop sending after this many webhooks.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Local destinations (0..=5); every webhook fans out to all of them.
+    #[arg(long, default_value_t = 1)]
+    destinations: usize,
+    /// `concurrency` of each destination in the generated relay.toml.
+    #[arg(long, default_value_t = 32)]
+    dest_concurrency: usize,
+    /// An external relay's Shopify webhook URL (its source secret must be
+    /// `loadgen-secret`; point its destinations at --dest-port..+K).
+    #[arg(long)]
+    target: Option<String>,
+    /// First port of the local destinations (0 = ephemeral; use with --target).
+    #[arg(long, default_value_t = 0)]
+    dest_port: u16,
+    /// Run the relay as the real binary (honest RSS) instead of in process.
+    #[arg(long)]
+    spawn_binary: bool,
+    /// The binary for --spawn-binary.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/shoprelay"))]
+    binary: PathBuf,
+    /// Destinations hold every request (down) until sending ends, then answer
+    /// 200: the drain of the backlog is timed from that moment.
+    #[arg(long)]
+    backlog: bool,
+    /// With --spawn-binary: kill -9 the relay when sending ends and start it
+    /// again on the same data (with the backlog), timing until it serves.
+    #[arg(long)]
+    restart: bool,
+    /// Seconds to wait for every acknowledged webhook to be delivered.
+    #[arg(long, default_value_t = 120.0)]
+    drain_timeout: f64,
+    /// Where the relay's data dir is created (a temp dir inside it).
+    #[arg(long, default_value = "/tmp")]
+    data_root: PathBuf,
+}
+
+/// Lock-free log-linear histogram of microseconds (HDR-style, < 1% error).
+struct Hist {
+    buckets: Vec<AtomicU64>,
+}
+
+const SUB: u64 = 128;
+
+impl Hist {
+    fn new() -> Hist {
+        Hist {
+            buckets: (0..4096).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    fn index(v: u64) -> usize {
+        if v < SUB {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros() as u64 - 6; // v >> e in [64, 128)
+        (SUB + (e - 1) * 64 + ((v >> e) - 64)) as usize
+    }
+    fn upper(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i;
+        }
+        let e = (i - SUB) / 64 + 1;
+        let m = (i - SUB) % 64 + 64;
+        ((m + 1) << e) - 1
+    }
+    fn record(&self, us: u64) {
+        let i = Self::index(us).min(self.buckets.len() - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+    }
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+    fn quantile(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= want {
+                return Self::upper(i);
+            }
+        }
+        0
+    }
+    fn line(&self, what: &str) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "{what:<28} n={:<9} p50={:>9.2}ms p99={:>9.2}ms p99.9={:>9.2}ms max={:>9.2}ms",
+            self.count(),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(0.999)),
+            ms(self.quantile(1.0)),
+        )
+    }
+}
+
+/// A growable array of atomics indexed by webhook number, allocated in chunks
+/// as numbers are issued (so a long run costs memory only for what it sends).
+struct Slots<T> {
+    chunks: Vec<OnceLock<Box<[T]>>>,
+}
+
+const CHUNK: u64 = 1 << 16;
+const MAX_WEBHOOKS: u64 = 64 << 20;
+
+impl<T: Default> Slots<T> {
+    fn new() -> Self {
+        Slots {
+            chunks: (0..MAX_WEBHOOKS / CHUNK).map(|_| OnceLock::new()).collect(),
+        }
+    }
+    fn get(&self, n: u64) -> Option<&T> {
+        let c = self.chunks.get((n / CHUNK) as usize)?;
+        let chunk = c.get_or_init(|| (0..CHUNK).map(|_| T::default()).collect());
+        chunk.get((n % CHUNK) as usize)
+    }
+}
+
+/// Everything counted in one run.
+struct Ledger {
+    run: String,
+    start: Instant,
+    /// Numbers handed out to senders.
+    issued: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    duplicate_acks: AtomicU64,
+    refused: AtomicU64,
+    errors: AtomicU64,
+    /// Scheduled send time per webhook, µs since start, + 1 (0 = never sent).
+    scheduled: Slots<AtomicU64>,
+    /// 1 once the relay answered 200 queued.
+    ack: Slots<AtomicU8>,
+    /// Arrivals per destination per webhook.
+    arrivals: Vec<Slots<AtomicU8>>,
+    delivered: Vec<AtomicU64>,
+    duplicates: AtomicU64,
+    unknown: AtomicU64,
+    last_delivery_us: AtomicU64,
+    ack_latency: Hist,
+    ack_from_schedule: Hist,
+    e2e: Hist,
+}
+
+impl Ledger {
+    fn us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Records one request a destination received.
+    fn arrival(&self, dest: usize, body: &[u8]) {
+        let now = self.us();
+        let probe: &[u8] = b"\"event_id\":\"probe-";
+        if body.windows(probe.len()).any(|w| w == probe) {
+            return; // the restart probe, not part of the ledger
+        }
+        let Some(n) = webhook_number(body, &self.run) else {
+            self.unknown.fetch_add(1, Relaxed);
+            return;
+        };
+        let (Some(slot), Some(sched)) = (self.arrivals[dest].get(n), self.scheduled.get(n)) else {
+            self.unknown.fetch_add(1, Relaxed);
+            return;
+        };
+        if slot.fetch_add(1, Relaxed) == 0 {
+            self.delivered[dest].fetch_add(1, Relaxed);
+            let s = sched.load(Relaxed);
+            if s > 0 {
+                self.e2e.record(now.saturating_sub(s - 1));
+            }
+        } else {
+            self.duplicates.fetch_add(1, Relaxed);
+        }
+        self.last_delivery_us.fetch_max(now, Relaxed);
+    }
+
+    /// Acknowledged webhooks some destination has not received yet.
+    fn missing(&self) -> u64 {
+        let issued = self.issued.load(Relaxed);
+        let mut missing = 0;
+        for n in 0..issued {
+            if self.ack.get(n).is_some_and(|a| a.load(Relaxed) == 1) {
+                for d in &self.arrivals {
+                    if d.get(n).is_some_and(|c| c.load(Relaxed) == 0) {
+                        missing += 1;
+                    }
+                }
+            }
+        }
+        missing
+    }
+}
+
+/// The webhook number from `context.source.event_id` = `lg-RUN-N`.
+fn webhook_number(body: &[u8], run: &str) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find("\"event_id\":\"")? + "\"event_id\":\"".len();
+    let rest = text[at..].strip_prefix("lg-")?.strip_prefix(run)?;
+    let rest = rest.strip_prefix('-')?;
+    let end = rest.find('"')?;
+    rest[..end].parse().ok()
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    m.update(body);
+    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+}
+
+/// Local destinations: count what arrives; hold it while `down` is true.
+async fn start_destinations(
+    k: usize,
+    base_port: u16,
+    ledger: Arc<Ledger>,
+    down: watch::Receiver<bool>,
+) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for d in 0..k {
+        let (ledger, down) = (ledger.clone(), down.clone());
+        let route = warp::post()
+            .and(warp::body::bytes())
+            .then(move |body: Bytes| {
+                let (ledger, mut down) = (ledger.clone(), down.clone());
+                async move {
+                    // Down: hold the request (the relay's attempt times out) rather
+                    // than refuse it, so the backlog is not churned by retries.
+                    let _ = down.wait_for(|d| !*d).await;
+                    ledger.arrival(d, &body);
+                    warp::reply::with_status("", warp::http::StatusCode::OK)
+                }
+            });
+        let port = if base_port == 0 {
+            0
+        } else {
+            base_port + d as u16
+        };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind a destination port on 127.0.0.1");
+        addrs.push(listener.local_addr().expect("bound address"));
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+    }
+    addrs
+}
+
+fn relay_toml(data: &std::path::Path, dests: &[SocketAddr], args: &Args) -> String {
+    let names: Vec<String> = (0..dests.len()).map(|d| format!("\"d{d}\"")).collect();
+    let mut t = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         data_dir = {:?}\nmax_body_bytes = 1048576\nmin_free_bytes = 1073741824\n\n\
+         [mapping]\nidentify_on_orders = false\n\n\
+         [sources.shop]\nkind = \"shopify\"\nsecrets = [\"{SECRET}\"]\ndestinations = [{}]\n",
+        data.display().to_string(),
+        names.join(", ")
+    );
+    for (d, addr) in dests.iter().enumerate() {
+        t.push_str(&format!(
+            "\n[destinations.d{d}]\nurl = \"http://{addr}/events\"\ntimeout = \"5s\"\nconcurrency = {}\n",
+            args.dest_concurrency
+        ));
+    }
+    t
+}
+
+/// A relay the generator runs: in this process, or the real binary.
+enum Relay {
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Result<(), shoprelay::RunError>>,
+    },
+    Child {
+        child: std::process::Child,
+    },
+    External,
+}
+
+async fn start_in_process(toml: &str) -> (Relay, String) {
+    let cfg = shoprelay::config::Config::from_toml_str(toml, &|_| None)
+        .unwrap_or_else(|e| panic!("generated config: {e}\n{toml}"));
+    let ingest = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = ingest.local_addr().expect("bound address");
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shoprelay::run(
+        cfg,
+        shoprelay::Listeners { ingest, admin },
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (
+        Relay::InProcess { stop, task },
+        format!("http://{addr}/webhooks/shopify/shop"),
+    )
+}
+
+fn spawn_binary(binary: &std::path::Path, config: &std::path::Path) -> (Relay, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (cargo build --release first)",
+                binary.display()
+            )
+        });
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let ingest = loop {
+        let line = lines
+            .next()
+            .expect("relay exited before listening")
+            .expect("read relay stderr");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "listening" {
+            break v["ingest"].as_str().expect("ingest address").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Relay::Child { child },
+        format!("http://{ingest}/webhooks/shopify/shop"),
+    )
+}
+
+fn status_kb(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process in seconds (clock ticks are 100 Hz on Linux).
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`, which may contain spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn relay_pid(relay: &Relay) -> Option<String> {
+    match relay {
+        Relay::InProcess { .. } => Some("self".into()),
+        Relay::Child { child } => Some(child.id().to_string()),
+        Relay::External => None,
+    }
+}
+
+struct Sender {
+    url: String,
+    body: Bytes,
+    signature: String,
+    ledger: Arc<Ledger>,
+    rate: f64,
+    count: u64,
+    deadline: Instant,
+}
+
+async fn send_loop(s: Arc<Sender>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build HTTP client");
+    let l = &s.ledger;
+    loop {
+        let n = l.issued.fetch_add(1, Relaxed);
+        if n >= s.count {
+            return;
+        }
+        let sched = if s.rate > 0.0 {
+            let at = l.start + Duration::from_secs_f64(n as f64 / s.rate);
+            if at >= s.deadline {
+                return;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            at
+        } else {
+            let now = Instant::now();
+            if now >= s.deadline {
+                return;
+            }
+            now
+        };
+        // `issued` may exceed what is sent (the last number each sender drew);
+        // the slots of numbers never sent stay 0 and are never counted.
+        let sched_us = sched.duration_since(l.start).as_micros() as u64;
+        if let Some(slot) = l.scheduled.get(n) {
+            slot.store(sched_us + 1, Relaxed);
+        }
+        let sent_at = Instant::now();
+        l.sent.fetch_add(1, Relaxed);
+        let r = client
+            .post(&s.url)
+            .header("content-type", "application/json")
+            .header("x-shopify-topic", "orders/create")
+            .header("x-shopify-hmac-sha256", &s.signature)
+            .header("x-shopify-shop-domain", "loadgen.myshopify.com")
+            .header("x-shopify-api-version", "2025-01")
+            .header("x-shopify-event-id", format!("lg-{}-{n}", l.run))
+            .header("x-shopify-webhook-id", format!("wh-{}-{n}", l.run))
+            .body(s.body.clone())
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status() == 200 => {
+                let done = Instant::now();
+                let text = resp.bytes().await.unwrap_or_default();
+                if text.windows(QUEUED.len()).any(|w| w == QUEUED) {
+                    if let Some(a) = l.ack.get(n) {
+                        a.store(1, Relaxed);
+                    }
+                    l.acked.fetch_add(1, Relaxed);
+                    l.ack_latency
+                        .record(done.duration_since(sent_at).as_micros() as u64);
+                    l.ack_from_schedule
+                        .record(done.duration_since(sched).as_micros() as u64);
+                } else {
+                    l.duplicate_acks.fetch_add(1, Relaxed);
+                }
+            }
+            Ok(_) => {
+                l.refused.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                l.errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Waits until `url` answers 200 to a fresh signed webhook; returns how long.
+async fn time_to_serve(url: &str, body: &Bytes, signature: &str, run: &str) -> Duration {
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        let r = client
+            .post(url)
+            .header("x-shopify-topic", "orders/create")
+            .header("x-shopify-hmac-sha256", signature)
+            .header("x-shopify-event-id", format!("probe-{run}"))
+            .body(body.clone())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) || started.elapsed() > Duration::from_secs(120) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    assert!(args.destinations <= 5, "--destinations is 0..=5");
+    assert!(
+        !args.restart || args.spawn_binary,
+        "--restart needs --spawn-binary"
+    );
+    let run = format!("{:08x}", rand::random::<u32>());
+    let count = args.count.unwrap_or(MAX_WEBHOOKS).min(MAX_WEBHOOKS);
+    let ledger = Arc::new(Ledger {
+        run: run.clone(),
+        start: Instant::now(),
+        issued: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        duplicate_acks: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        scheduled: Slots::new(),
+        ack: Slots::new(),
+        arrivals: (0..args.destinations).map(|_| Slots::new()).collect(),
+        delivered: (0..args.destinations).map(|_| AtomicU64::new(0)).collect(),
+        duplicates: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+        last_delivery_us: AtomicU64::new(0),
+        ack_latency: Hist::new(),
+        ack_from_schedule: Hist::new(),
+        e2e: Hist::new(),
+    });
+    let (down_tx, down_rx) = watch::channel(args.backlog);
+    let dests =
+        start_destinations(args.destinations, args.dest_port, ledger.clone(), down_rx).await;
+
+    let data = tempfile::tempdir_in(&args.data_root).expect("temp data dir");
+    let toml = relay_toml(&data.path().join("data"), &dests, &args);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, &toml).expect("write relay.toml");
+    let (mut relay, url) = match (&args.target, args.spawn_binary) {
+        (Some(t), _) => (Relay::External, t.clone()),
+        (None, true) => spawn_binary(&args.binary, &config),
+        (None, false) => start_in_process(&toml).await,
+    };
+    let mode = match relay {
+        Relay::InProcess { .. } => "in-process relay",
+        Relay::Child { .. } => "spawned binary relay",
+        Relay::External => "external relay",
+    };
+
+    let body: Bytes = {
+        let v: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+        serde_json::to_vec(&v).expect("serialise").into()
+    };
+    let signature = sign(&body);
+    println!(
+        "loadgen run {run}: {mode}, {} connections, rate {}, duration {}s, count {}, {} destinations, body {} bytes{}",
+        args.connections,
+        if args.rate > 0.0 {
+            format!("{}/s", args.rate)
+        } else {
+            "flat out".into()
+        },
+        args.duration,
+        args.count.map_or("unbounded".into(), |c| c.to_string()),
+        args.destinations,
+        body.len(),
+        if args.backlog {
+            ", destinations down while sending"
+        } else {
+            ""
+        }
+    );
+
+    // RSS sampler: the relay's resident set once a second while sending.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let rss_max = Arc::new(AtomicU64::new(0));
+    let sampler = relay_pid(&relay).map(|pid| {
+        let (sampling, rss_max) = (sampling.clone(), rss_max.clone());
+        tokio::spawn(async move {
+            while sampling.load(Relaxed) {
+                rss_max.fetch_max(status_kb(&pid, "VmRSS:"), Relaxed);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
+
+    let sender = Arc::new(Sender {
+        url: url.clone(),
+        body: body.clone(),
+        signature: signature.clone(),
+        ledger: ledger.clone(),
+        rate: args.rate,
+        count,
+        deadline: ledger.start + Duration::from_secs_f64(args.duration),
+    });
+    let progress = {
+        let l = ledger.clone();
+        tokio::spawn(async move {
+            let mut last = (0, 0);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let acked = l.acked.load(Relaxed);
+                let del: u64 = l.delivered.iter().map(|d| d.load(Relaxed)).sum();
+                eprintln!(
+                    "  t={:>5.1}s acked {acked} (+{}/s) delivered {del} (+{}/s) refused {} errors {}",
+                    l.start.elapsed().as_secs_f64(),
+                    acked - last.0,
+                    del - last.1,
+                    l.refused.load(Relaxed),
+                    l.errors.load(Relaxed)
+                );
+                last = (acked, del);
+            }
+        })
+    };
+    let relay_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let self_cpu0 = cpu_secs("self");
+    let senders: Vec<_> = (0..args.connections)
+        .map(|_| tokio::spawn(send_loop(sender.clone())))
+        .collect();
+    for s in senders {
+        let _ = s.await;
+    }
+    let send_secs = ledger.start.elapsed().as_secs_f64();
+    let relay_cpu = relay_pid(&relay)
+        .zip(relay_cpu0)
+        .map(|(p, c0)| cpu_secs(&p) - c0);
+    let self_cpu = cpu_secs("self") - self_cpu0;
+    let delivered_at_send_end: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
+    let rss_send_kb = rss_max.load(Relaxed);
+
+    let mut restart_secs = None;
+    if args.restart {
+        if let Relay::Child { child } = &mut relay {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+        let t = Instant::now();
+        let (r, url2) = spawn_binary(&args.binary, &config);
+        relay = r;
+        let served = time_to_serve(&url2, &body, &signature, &run).await;
+        restart_secs = Some((t.elapsed().as_secs_f64(), served.as_secs_f64()));
+        if let Some(pid) = relay_pid(&relay) {
+            let (sampling, rss_max) = (sampling.clone(), rss_max.clone());
+            tokio::spawn(async move {
+                while sampling.load(Relaxed) {
+                    rss_max.fetch_max(status_kb(&pid, "VmRSS:"), Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            });
+        }
+    }
+    // Destinations come back (backlog mode): the drain is timed from here.
+    let back_us = ledger.us();
+    let drain_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let _ = down_tx.send(false);
+    let acked = ledger.acked.load(Relaxed);
+    let want = acked * args.destinations as u64;
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
+    while Instant::now() < drain_deadline {
+        let del: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
+        if del >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_cpu = relay_pid(&relay)
+        .zip(drain_cpu0)
+        .map(|(p, c0)| cpu_secs(&p) - c0);
+    progress.abort();
+    sampling.store(false, Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    let hwm_kb = relay_pid(&relay).map(|pid| status_kb(&pid, "VmHWM:"));
+    let missing = ledger.missing();
+    let delivered: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
+    let last_us = ledger.last_delivery_us.load(Relaxed);
+
+    let l = &ledger;
+    let (sent, refused, errors, dup_acks) = (
+        l.sent.load(Relaxed),
+        l.refused.load(Relaxed),
+        l.errors.load(Relaxed),
+        l.duplicate_acks.load(Relaxed),
+    );
+    let balanced = sent == acked + refused + errors + dup_acks
+        && missing == 0
+        && l.unknown.load(Relaxed) == 0
+        && dup_acks == 0;
+    println!("--- ledger");
+    println!(
+        "sent {sent}  acked {acked}  refused(non-200) {refused}  errors {errors}  duplicate-acks {dup_acks}"
+    );
+    for (d, n) in l.delivered.iter().enumerate() {
+        println!("delivered to d{d}: {} unique", n.load(Relaxed));
+    }
+    println!(
+        "duplicate deliveries {}  unknown {}  missing (acked, not delivered after {}s drain) {missing}",
+        l.duplicates.load(Relaxed),
+        l.unknown.load(Relaxed),
+        args.drain_timeout
+    );
+    println!("--- throughput");
+    println!(
+        "acks/s {:.0}  (acked {acked} in {send_secs:.2}s of sending)",
+        acked as f64 / send_secs
+    );
+    if args.destinations > 0 && last_us > 0 {
+        let secs = last_us as f64 / 1e6;
+        println!(
+            "deliveries/s {:.0}  ({delivered} unique deliveries, first send → last delivery {secs:.2}s)",
+            delivered as f64 / secs
+        );
+        if args.backlog {
+            let drained = delivered - delivered_at_send_end;
+            let dsecs = last_us.saturating_sub(back_us) as f64 / 1e6;
+            println!(
+                "backlog drain: {drained} deliveries in {dsecs:.2}s after the destinations came back = {:.0}/s",
+                drained as f64 / dsecs
+            );
+            if let (Relay::Child { .. }, Some(c)) = (&relay, drain_cpu) {
+                println!(
+                    "cpu while draining: relay {c:.2}s = {:.0} µs per delivery",
+                    c * 1e6 / drained.max(1) as f64
+                );
+            }
+        }
+    }
+    if let Some((spawned, served)) = restart_secs {
+        println!(
+            "restart with backlog: kill -9 → first 200 from the new process {spawned:.2}s (probe loop {served:.2}s)"
+        );
+    }
+    let acked_f = acked.max(1) as f64;
+    match (&relay, relay_cpu) {
+        (Relay::Child { .. }, Some(c)) => println!(
+            "cpu while sending: relay {c:.2}s = {:.0} µs per acked webhook; generator + destinations {self_cpu:.2}s ({:.0} µs per webhook); wall {send_secs:.2}s",
+            c * 1e6 / acked_f,
+            self_cpu * 1e6 / acked_f
+        ),
+        _ => println!(
+            "cpu while sending: this process {self_cpu:.2}s = {:.0} µs per acked webhook (relay + generator + destinations); wall {send_secs:.2}s",
+            self_cpu * 1e6 / acked_f
+        ),
+    }
+    println!("--- latency");
+    println!("{}", l.ack_latency.line("ack (from send)"));
+    println!("{}", l.ack_from_schedule.line("ack (from schedule)"));
+    if args.destinations > 0 {
+        println!("{}", l.e2e.line("end-to-end (from schedule)"));
+    }
+    println!("--- memory");
+    match (&relay, hwm_kb) {
+        (Relay::InProcess { .. }, Some(h)) => println!(
+            "this process (relay + generator + destinations): VmHWM {} MB, max sampled VmRSS while sending {} MB",
+            h / 1024,
+            rss_send_kb / 1024
+        ),
+        (Relay::Child { .. }, Some(h)) => println!(
+            "relay process: VmHWM {} MB{}, max sampled VmRSS while sending {} MB, max overall {} MB",
+            h / 1024,
+            if args.restart {
+                " (restarted process)"
+            } else {
+                ""
+            },
+            rss_send_kb / 1024,
+            rss_max.load(Relaxed) / 1024
+        ),
+        _ => println!("external relay: not measured"),
+    }
+    println!(
+        "RESULT {}",
+        if balanced {
+            "BALANCED"
+        } else {
+            "VOID (ledger does not balance)"
+        }
+    );
+    match relay {
+        Relay::InProcess { stop, task } => {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        Relay::Child { mut child } => {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Relay::External => {}
+    }
+    if !balanced {
+        std::process::exit(2);
+    }
+}
