@@ -58,18 +58,6 @@ async fn post(relay: &Relay, h: &ShopifyWebhook<'_>) -> Value {
     .await
 }
 
-async fn dead_letters(relay: &Relay) -> Vec<Value> {
-    let v: Value = client()
-        .get(format!("{}/admin/dead-letters", relay.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn signed_events_reach_the_destination() {
     let r = TestReceiver::start().await;
@@ -99,45 +87,8 @@ async fn signed_events_reach_the_destination() {
         assert!(req.header("user-agent").unwrap().starts_with("shoprelay/"));
         assert_eq!(req.header("x-team").as_deref(), Some("data"));
     }
-    wait_drained(&relay).await;
+    relay.wait_drained().await;
     relay.stop().await;
-}
-
-async fn stats(relay: &Relay) -> Value {
-    client()
-        .get(format!("{}/admin/stats", relay.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_drained(relay: &Relay) {
-    within("queue drained", async {
-        loop {
-            let s = stats(relay).await;
-            if s["lanes"].as_object().is_some_and(|l| l.is_empty()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
-async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
-    within("dead letters", async {
-        loop {
-            let dl = dead_letters(relay).await;
-            if dl.len() >= n {
-                return dl;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 fn fail_then_ok(failures: usize, status: u16) -> crate::common::receiver::Script {
@@ -162,7 +113,7 @@ async fn server_errors_are_retried_with_backoff_and_delivered_once() {
     .await;
     post(&relay, &order(2)).await;
     let got = r.wait_for(5).await; // 3 failures + identify + track
-    wait_drained(&relay).await;
+    relay.wait_drained().await;
     let all = r.received();
     assert_eq!(all.len(), 5, "nothing sent twice after success");
     // Equal jitter: each gap is at least half its base of 100, 200, 400 ms.
@@ -181,7 +132,7 @@ async fn server_errors_are_retried_with_backoff_and_delivered_once() {
         .collect();
     assert_eq!(ids[0], ids[3], "a retry carries the same messageId");
     assert_ne!(ids[3], ids[4]);
-    assert_eq!(stats(&relay).await["retrying"], 3);
+    assert_eq!(relay.stats().await["retrying"], 3);
     relay.stop().await;
 }
 
@@ -240,7 +191,7 @@ async fn client_errors_and_redirects_go_to_the_dead_letters_at_once() {
     assert_eq!(r.status(), 200);
     let got = bad.wait_for(2).await;
     assert_eq!(got[1].json()["messageId"], got[0].json()["messageId"]);
-    assert_eq!(dead_letters(&relay).await.len(), 1);
+    assert_eq!(relay.dead_letters().await.len(), 1);
     let m = by_dest("moved");
     let shown: Value = client()
         .get(format!(
@@ -267,7 +218,7 @@ async fn client_errors_and_redirects_go_to_the_dead_letters_at_once() {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["purged"], 1);
-    assert!(dead_letters(&relay).await.is_empty());
+    assert!(relay.dead_letters().await.is_empty());
     relay.stop().await;
 }
 
@@ -304,23 +255,9 @@ async fn a_hanging_destination_never_delays_a_healthy_one() {
     );
     // The hanging one timed out and is being retried.
     hang.wait_for(2).await;
-    within("a retry counted", async {
-        loop {
-            let m = client()
-                .get(format!("{}/metrics", relay.admin))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if m.contains(r#"shoprelay_deliveries_total{lane="hang",outcome="retry"}"#) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    relay
+        .wait_metric(r#"shoprelay_deliveries_total{lane="hang",outcome="retry"}"#)
+        .await;
     relay.stop().await;
 }
 
@@ -406,7 +343,7 @@ async fn five_destinations_each_get_every_event() {
     for r in &receivers {
         r.wait_for(6).await;
     }
-    wait_drained(&relay).await;
+    relay.wait_drained().await;
     for r in &receivers {
         assert_eq!(r.count(), 6);
     }
@@ -431,7 +368,7 @@ async fn first_success_stops_at_the_first_2xx_in_order() {
     .await;
     post(&relay, &order(6)).await;
     up.wait_for(2).await;
-    wait_drained(&relay).await;
+    relay.wait_drained().await;
     assert_eq!(down.count(), 1, "tried first");
     assert_eq!(spare.count(), 0, "never needed");
     relay.stop().await;
@@ -534,25 +471,10 @@ async fn an_unmappable_webhook_is_a_dead_letter_with_its_body_and_reason() {
         .await
         .unwrap();
     assert_eq!(replay.status(), 200);
-    within("dead again", async {
-        loop {
-            let m = client()
-                .get(format!("{}/metrics", relay.admin))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if m.contains(r#"shoprelay_dead_letters_total{lane="wh"} 2"#)
-                && dead_letters(&relay).await.len() == 1
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    relay
+        .wait_metric(r#"shoprelay_dead_letters_total{lane="wh"} 2"#)
+        .await;
+    assert_eq!(relay.dead_letters().await.len(), 1);
     relay.stop().await;
 }
 
@@ -578,4 +500,12 @@ async fn work_for_a_removed_destination_becomes_dead_letters_not_a_silent_queue(
         "{reason}"
     );
     relay.stop().await;
+}
+
+async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
+    crate::common::eventually("dead letters", || async {
+        let dl = relay.dead_letters().await;
+        (dl.len() >= n).then_some(dl)
+    })
+    .await
 }

@@ -37,3 +37,52 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// GET `url` and parse the answer as JSON.
+pub async fn get_json(url: impl AsRef<str>) -> serde_json::Value {
+    let url = url.as_ref();
+    within(url, async {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// GET `url` as text.
+pub async fn get_text(url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
+    within(url, async {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// Re-runs the async `check` (with a short pause) until it yields a value, within [`LIMIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}

@@ -173,3 +173,40 @@ pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
         admin: format!("http://{admin}"),
     }
 }
+
+impl Relay {
+    /// `GET /admin/stats`.
+    pub async fn stats(&self) -> serde_json::Value {
+        super::get_json(format!("{}/admin/stats", self.admin)).await
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        super::get_text(format!("{}/metrics", self.admin)).await
+    }
+
+    /// `GET /admin/dead-letters`.
+    pub async fn dead_letters(&self) -> Vec<serde_json::Value> {
+        let v = super::get_json(format!("{}/admin/dead-letters", self.admin)).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until no delivery is pending in any lane.
+    pub async fn wait_drained(&self) {
+        super::eventually("queue drained", || async {
+            self.stats().await["lanes"]
+                .as_object()
+                .is_some_and(|l| l.is_empty())
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Waits until `/metrics` contains `line`.
+    pub async fn wait_metric(&self, line: &str) {
+        super::eventually(line, || async {
+            self.metrics().await.contains(line).then_some(())
+        })
+        .await
+    }
+}
