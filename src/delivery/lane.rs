@@ -13,11 +13,12 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, DeliveryMode};
 use crate::metrics::Metrics;
-use crate::queue::{Claimed, DeliveryState, Store};
+use crate::queue::Store;
 use crate::shutdown::Shutdown;
 
+use super::apply::{complete_batches, deliver};
 use super::destination::{BuildError, Destination};
-use super::worker::{Context, Decision, attempt};
+use super::worker::Context;
 
 /// The longest a lane sleeps without looking at its queue (a safety net: a
 /// wake-up is never needed for correctness, only for promptness).
@@ -151,7 +152,9 @@ impl Engine {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
 }
 
@@ -252,146 +255,10 @@ async fn run_lane(
     let _ = completer.await;
 }
 
-/// Most completions in one write.
-const MAX_COMPLETE_BATCH: usize = 1024;
-
-/// Records successful deliveries, many per write: while one write runs, the
-/// next completions queue up, so the batch grows with load (as group commit
-/// does for ingest). Until its completion is written, a delivery keeps its
-/// lease, so nothing claims it again; a crash in between redelivers it with
-/// the same messageId, as a crash just after the send always could.
-async fn complete_batches(
-    mut done: tokio::sync::mpsc::UnboundedReceiver<crate::queue::DeliveryId>,
-    store: Arc<dyn Store>,
-    lane: String,
-) {
-    let mut ids = Vec::new();
-    while done.recv_many(&mut ids, MAX_COMPLETE_BATCH).await > 0 {
-        let s = store.clone();
-        let batch = std::mem::take(&mut ids);
-        let n = batch.len();
-        match blocking(move || s.complete_many(&batch)).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::error!(lane, count = n, error = %e, "cannot record delivered deliveries; they are sent again when their leases end")
-            }
-            None => tracing::error!(lane, count = n, "recording delivered deliveries panicked"),
-        }
-    }
-}
-
 async fn sleep_or_stop(d: Duration, notify: &Notify, stop: &mut Shutdown) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = notify.notified() => {}
         _ = stop.recv() => {}
-    }
-}
-
-/// An error for the log: up to the destination's answer body, which may echo
-/// the payload (PII); the full text stays in the dead letter for operators.
-fn loggable(error: &str) -> &str {
-    match error.find(": ") {
-        Some(i) if error.starts_with("HTTP ") => &error[..i],
-        Some(i) if error.starts_with("gave up") => match error[i + 2..].find(": ") {
-            Some(j) if error[i + 2..].starts_with("HTTP ") => &error[..i + 2 + j],
-            _ => error,
-        },
-        _ => error,
-    }
-}
-
-async fn deliver(
-    c: Claimed,
-    lane: &str,
-    orphan: bool,
-    store: &Arc<dyn Store>,
-    ctx: &Context,
-    metrics: &Metrics,
-    done: &tokio::sync::mpsc::UnboundedSender<crate::queue::DeliveryId>,
-) {
-    let id = c.record.id;
-    let received = c.webhook.meta().received_at_ms;
-    let topic = c.webhook.meta().topic.clone();
-    let decision = if orphan {
-        let mut rec = c.record;
-        let reason = match rec.targets.as_slice() {
-            [one] if !ctx.destinations.contains_key(one) => {
-                format!("destination `{one}` is no longer in relay.toml")
-            }
-            _ => format!(
-                "lane `{lane}` is no longer in relay.toml (destination removed or delivery mode changed)"
-            ),
-        };
-        rec.state = DeliveryState::Dead {
-            dead_at_ms: (ctx.clock)(),
-            reason,
-        };
-        Decision::Bury(rec)
-    } else {
-        attempt(ctx, c.record, &c.webhook).await
-    };
-    let s = store.clone();
-    let (outcome, result) = match decision {
-        Decision::Done => {
-            let secs = (ctx.clock)().saturating_sub(received) as f64 / 1000.0;
-            metrics.observe(
-                "shoprelay_delivery_latency_seconds",
-                &[("lane", lane)],
-                secs,
-            );
-            // Batched by the lane's completer; a closed channel means the
-            // lane is gone and the lease will bring the delivery back.
-            let _ = done.send(id);
-            ("delivered", Some(Ok(())))
-        }
-        Decision::Retry(rec) => {
-            if rec.attempts == 1 || rec.attempts.is_power_of_two() {
-                let error = loggable(rec.last_error.as_deref().unwrap_or(""));
-                tracing::info!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, error, "delivery failed; will retry");
-            }
-            ("retry", blocking(move || s.update(&rec)).await)
-        }
-        Decision::Bury(rec) => {
-            if let DeliveryState::Dead { reason, .. } = &rec.state {
-                let reason = loggable(reason);
-                tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
-            }
-            metrics.inc("shoprelay_dead_letters_total", &[("lane", lane)], 1);
-            ("dead", blocking(move || s.bury(&rec)).await)
-        }
-    };
-    metrics.inc(
-        "shoprelay_deliveries_total",
-        &[("lane", lane), ("outcome", outcome)],
-        1,
-    );
-    if let Some(Err(e)) = result {
-        // The lease stays; the delivery comes due again when it ends.
-        tracing::error!(lane, id = %id, error = %e, "cannot record the delivery outcome");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn logged_errors_stop_before_the_answer_body() {
-        for (full, logged) in [
-            (
-                "HTTP 400 Bad Request: {\"email\":\"a@b.c\"}",
-                "HTTP 400 Bad Request",
-            ),
-            (
-                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable: echo a@b.c",
-                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable",
-            ),
-            ("timed out after 5s", "timed out after 5s"),
-            (
-                "cannot map the webhook: orders/create: line_items is not an array",
-                "cannot map the webhook: orders/create: line_items is not an array",
-            ),
-        ] {
-            assert_eq!(super::loggable(full), logged);
-        }
     }
 }

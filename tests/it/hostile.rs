@@ -5,7 +5,6 @@
 //! 200, 400 or 413 (never a 5xx or a dropped connection), the relay stays
 //! healthy, and everything accepted is delivered or dead-lettered.
 
-
 use crate::common::receiver::TestReceiver;
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::sign::{ShopifyWebhook, shopify};
