@@ -5,8 +5,7 @@ use serde_json::{Map, Value};
 use super::MapError;
 use super::commerce::{self, Kind};
 use super::context::{Draft, Input};
-use super::fields::{id, objects, put, put_id, text};
-use super::number;
+use super::fields::{id, objects, put_id, text};
 
 /// checkouts/create → Checkout Started, which also carries `value` (= total).
 pub(super) fn started(
@@ -43,15 +42,6 @@ pub(super) fn cart(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<D
     let items = objects(input, body, "line_items", "line_items")?;
     let mut props = Map::new();
     put_id(&mut props, "cart_id", token);
-    put(
-        &mut props,
-        "item_count",
-        items.as_ref().map(|i| number::count(i.len())),
-    );
-    put(
-        &mut props,
-        "products",
-        items.map(|items| commerce::products(&items)),
-    );
+    commerce::put_line_items(&mut props, items);
     Ok(vec![Draft::Track(who, props)])
 }

@@ -116,6 +116,20 @@ fn coupon(input: &Input<'_>, body: &Map<String, Value>) -> Result<Option<String>
 }
 
 /// `products[]` from line items.
+/// `item_count` then `products[]`, for events whose line items are all they carry
+/// of the order property set (carts, fulfillments).
+pub(super) fn put_line_items(
+    props: &mut Map<String, Value>,
+    items: Option<Vec<&Map<String, Value>>>,
+) {
+    put(
+        props,
+        "item_count",
+        items.as_ref().map(|i| number::count(i.len())),
+    );
+    put(props, "products", items.map(|items| products(&items)));
+}
+
 pub(super) fn products(items: &[&Map<String, Value>]) -> Value {
     Value::Array(
         items

@@ -130,15 +130,6 @@ pub(super) fn fulfillment(
     );
     put(&mut props, "tracking_number", pass(body, "tracking_number"));
     put(&mut props, "tracking_url", pass(body, "tracking_url"));
-    put(
-        &mut props,
-        "item_count",
-        items.as_ref().map(|i| number::count(i.len())),
-    );
-    put(
-        &mut props,
-        "products",
-        items.map(|items| commerce::products(&items)),
-    );
+    commerce::put_line_items(&mut props, items);
     Ok(vec![Draft::Track(who, props)])
 }
