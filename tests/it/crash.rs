@@ -6,6 +6,41 @@ use crate::common::relay::{Opts, SECRET, spawn_binary, toml};
 use crate::common::sign::ShopifyWebhook;
 use crate::common::{client, within};
 
+/// The webhook the crash tests send as number `n`.
+fn numbered(n: u64) -> ShopifyWebhook<'static> {
+    let body = format!(r#"{{"id":{n},"email":"c{n}@example.com"}}"#).into_bytes();
+    ShopifyWebhook {
+        topic: "orders/create",
+        event_id: Some(format!("ev-{n}")),
+        body,
+        secret: SECRET,
+    }
+}
+
+/// `count` senders, each sending distinct webhooks as fast as answers come,
+/// recording every 200 in `acked`, stopping at the first failure (the kill).
+fn spawn_senders(
+    count: u64,
+    url: &str,
+    acked: &Arc<Mutex<Vec<u64>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|s| {
+            let (url, acked) = (url.to_string(), acked.clone());
+            tokio::spawn(async move {
+                let c = client();
+                for i in 0.. {
+                    let n = s * 1_000_000 + i;
+                    match numbered(n).request(&c, &url).send().await {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push(n),
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_no_acknowledged_webhook() {
     let dir = tempfile::tempdir().unwrap();
@@ -17,27 +52,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_webhook() {
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
 
     // 32 senders, each sending distinct webhooks as fast as answers come.
-    let mut senders = Vec::new();
-    for s in 0..32u64 {
-        let (url, acked) = (url.clone(), acked.clone());
-        senders.push(tokio::spawn(async move {
-            let c = client();
-            for i in 0.. {
-                let n = s * 1_000_000 + i;
-                let body = format!(r#"{{"id":{n},"email":"c{n}@example.com"}}"#).into_bytes();
-                let h = ShopifyWebhook {
-                    topic: "orders/create",
-                    event_id: Some(format!("ev-{n}")),
-                    body,
-                    secret: SECRET,
-                };
-                match h.request(&c, &url).send().await {
-                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(n),
-                    _ => return,
-                }
-            }
-        }));
-    }
+    let senders = spawn_senders(32, &url, &acked);
     crate::common::until("500 acknowledged webhooks", || {
         acked.lock().unwrap().len() >= 500
     })
@@ -57,13 +72,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_webhook() {
     let c = client();
     let mut lost = Vec::new();
     for n in &acked {
-        let body = format!(r#"{{"id":{n},"email":"c{n}@example.com"}}"#).into_bytes();
-        let h = ShopifyWebhook {
-            topic: "orders/create",
-            event_id: Some(format!("ev-{n}")),
-            body,
-            secret: SECRET,
-        };
+        let h = numbered(*n);
         let r: serde_json::Value = within("re-send", async {
             h.request(&c, &url)
                 .send()
@@ -119,27 +128,7 @@ async fn sigkill_mid_delivery_delivers_every_acknowledged_webhook() {
     let mut relay = spawn_binary(&cfg);
     let url = format!("{}/webhooks/shopify/acme", relay.ingest);
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut senders = Vec::new();
-    for s in 0..16u64 {
-        let (url, acked) = (url.clone(), acked.clone());
-        senders.push(tokio::spawn(async move {
-            let c = client();
-            for i in 0.. {
-                let n = s * 1_000_000 + i;
-                let body = format!(r#"{{"id":{n},"email":"c{n}@example.com"}}"#).into_bytes();
-                let h = ShopifyWebhook {
-                    topic: "orders/create",
-                    event_id: Some(format!("ev-{n}")),
-                    body,
-                    secret: SECRET,
-                };
-                match h.request(&c, &url).send().await {
-                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(n),
-                    _ => return,
-                }
-            }
-        }));
-    }
+    let senders = spawn_senders(16, &url, &acked);
     // Kill once deliveries are flowing and more is queued than delivered.
     crate::common::until("deliveries under way", || {
         receiver.count() >= 200 && acked.lock().unwrap().len() >= 400
