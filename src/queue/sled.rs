@@ -32,6 +32,23 @@ pub struct SledStore {
     /// Serialises the changes that end a delivery, per webhook stripe, so two
     /// lanes finishing the same webhook agree on who deletes it.
     stripes: Vec<Mutex<()>>,
+    /// Pending deliveries per lane and the dead-letter count, so `/metrics`
+    /// costs a lookup, not a scan of the backlog. Counted from the keys on
+    /// first use; afterwards every batch that moves a delivery adjusts it
+    /// under this lock, applied together with the batch.
+    counts: Mutex<Option<Counts>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub(crate) pending: HashMap<String, i64>,
+    pub(crate) dead: i64,
+}
+
+impl Counts {
+    fn lane(&mut self, lane: &str, by: i64) {
+        *self.pending.entry(lane.to_string()).or_insert(0) += by;
+    }
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -106,6 +123,7 @@ impl SledStore {
             db,
             tree,
             stripes,
+            counts: Mutex::new(None),
         })
     }
 
@@ -135,6 +153,28 @@ impl SledStore {
             .transpose()
     }
 
+    /// Applies `batch` and, if the counts are loaded, `adjust`s them in the
+    /// same critical section (so a first count never sees half of a change).
+    fn apply(&self, batch: Batch, adjust: impl FnOnce(&mut Counts)) -> Result<(), StoreError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        self.tree.apply_batch(batch).map_err(err)?;
+        if let Some(c) = counts.as_mut() {
+            adjust(c);
+        }
+        Ok(())
+    }
+
+    /// Counts pending deliveries per lane and dead letters from the keys.
+    pub(crate) fn count(&self) -> Result<Counts, StoreError> {
+        let mut c = Counts::default();
+        for name in self.lanes()? {
+            let n = self.tree.scan_prefix(lane_prefix(&name)).keys().count();
+            c.lane(&name, n as i64);
+        }
+        c.dead = self.tree.scan_prefix([b'x']).keys().count() as i64;
+        Ok(c)
+    }
+
     /// Removes delivery `id` in `batch`, and its webhook when no other delivery
     /// of it remains. Caller holds the stripe lock.
     fn remove_delivery(&self, id: DeliveryId, batch: &mut Batch) -> Result<(), StoreError> {
@@ -162,6 +202,7 @@ impl Store for SledStore {
         now_ms: u64,
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
         let mut batch = Batch::default();
+        let mut added: Vec<&str> = Vec::new();
         let mut fresh: HashMap<Vec<u8>, WebhookId> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for a in items {
@@ -211,11 +252,12 @@ impl Store for SledStore {
                 };
                 batch.insert(dkey(id), encode_delivery(&rec));
                 batch.insert(qkey(&d.lane, now_ms, id), IVec::default());
+                added.push(&d.lane);
             }
             fresh.insert(k, w);
             out.push(AcceptOutcome::Queued(w));
         }
-        self.tree.apply_batch(batch).map_err(err)?;
+        self.apply(batch, |c| added.iter().for_each(|l| c.lane(l, 1)))?;
         self.db.flush().map_err(err)?;
         Ok(out)
     }
@@ -232,18 +274,19 @@ impl Store for SledStore {
         end.extend_from_slice(&be(now_ms.saturating_add(1)));
         let mut batch = Batch::default();
         let mut out = Vec::new();
+        let mut dropped = 0;
         for kv in self.tree.range(prefix.clone()..end).take(limit) {
             let (k, _) = kv.map_err(err)?;
-            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
-                batch.remove(k);
-                continue;
-            };
-            batch.remove(k);
+            batch.remove(k.clone());
             // A due key without its record is debris from an older crash: drop it.
-            let Some(mut rec) = self.get_delivery(id)? else {
+            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
+                dropped += 1;
                 continue;
             };
-            let Some(webhook) = self.get_webhook(id.webhook)? else {
+            let (Some(mut rec), Some(webhook)) =
+                (self.get_delivery(id)?, self.get_webhook(id.webhook)?)
+            else {
+                dropped += 1;
                 continue;
             };
             rec.due_ms = lease_until_ms;
@@ -255,7 +298,7 @@ impl Store for SledStore {
                 webhook,
             });
         }
-        self.tree.apply_batch(batch).map_err(err)?;
+        self.apply(batch, |c| c.lane(lane, -dropped))?;
         Ok(out)
     }
 
@@ -280,7 +323,7 @@ impl Store for SledStore {
                     }
                 }
             }
-            self.tree.apply_batch(batch).map_err(err)?;
+            self.apply(batch, |_| {})?;
         }
         Ok(n)
     }
@@ -303,7 +346,10 @@ impl Store for SledStore {
         batch.remove(lkey(rec.id));
         batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
         batch.insert(dkey(rec.id), encode_delivery(rec));
-        self.tree.apply_batch(batch).map_err(err)
+        self.apply(batch, |c| {
+            c.lane(&old.lane, -1);
+            c.lane(&rec.lane, 1);
+        })
     }
 
     fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -315,7 +361,7 @@ impl Store for SledStore {
         batch.remove(qkey(&old.lane, old.due_ms, id));
         batch.remove(lkey(id));
         self.remove_delivery(id, &mut batch)?;
-        self.tree.apply_batch(batch).map_err(err)
+        self.apply(batch, |c| c.lane(&old.lane, -1))
     }
 
     fn complete_many(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
@@ -333,6 +379,7 @@ impl Store for SledStore {
         let mut webhooks_removed = std::collections::HashSet::new();
         let mut done = std::collections::HashSet::new();
         let mut batch = Batch::default();
+        let mut lanes: Vec<String> = Vec::new();
         for &id in ids {
             if !done.insert(id) {
                 continue;
@@ -340,6 +387,7 @@ impl Store for SledStore {
             let Some(old) = self.get_delivery(id)? else {
                 continue;
             };
+            lanes.push(old.lane.clone());
             batch.remove(qkey(&old.lane, old.due_ms, id));
             batch.remove(lkey(id));
             batch.remove(dkey(id));
@@ -353,7 +401,7 @@ impl Store for SledStore {
                 batch.remove(wkey(id.webhook));
             }
         }
-        self.tree.apply_batch(batch).map_err(err)
+        self.apply(batch, |c| lanes.iter().for_each(|l| c.lane(l, -1)))
     }
 
     fn bury(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
@@ -366,7 +414,13 @@ impl Store for SledStore {
         batch.remove(lkey(rec.id));
         batch.insert(dkey(rec.id), encode_delivery(rec));
         batch.insert(xkey(rec.id), IVec::default());
-        self.tree.apply_batch(batch).map_err(err)?;
+        let was_pending = old.state == DeliveryState::Pending;
+        self.apply(batch, |c| {
+            if was_pending {
+                c.lane(&old.lane, -1);
+                c.dead += 1;
+            }
+        })?;
         self.db.flush().map_err(err).map(|_| ())
     }
 
@@ -428,7 +482,10 @@ impl Store for SledStore {
         batch.remove(xkey(id));
         batch.insert(dkey(id), encode_delivery(&rec));
         batch.insert(qkey(&rec.lane, now_ms, id), IVec::default());
-        self.tree.apply_batch(batch).map_err(err)?;
+        self.apply(batch, |c| {
+            c.dead -= 1;
+            c.lane(&rec.lane, 1);
+        })?;
         self.db.flush().map_err(err)?;
         Ok(Some(rec.lane))
     }
@@ -440,7 +497,7 @@ impl Store for SledStore {
                 let mut batch = Batch::default();
                 batch.remove(xkey(id));
                 self.remove_delivery(id, &mut batch)?;
-                self.tree.apply_batch(batch).map_err(err)?;
+                self.apply(batch, |c| c.dead -= 1)?;
                 self.db.flush().map_err(err)?;
                 Ok(true)
             }
@@ -465,20 +522,28 @@ impl Store for SledStore {
     }
 
     fn stats(&self) -> Result<(BTreeMap<String, LaneStats>, u64), StoreError> {
-        let mut lanes: BTreeMap<String, LaneStats> = BTreeMap::new();
-        for kv in self.tree.scan_prefix([b'q']) {
-            let (k, _) = kv.map_err(err)?;
-            let Some(sep) = k.iter().position(|&b| b == 0) else {
-                continue;
-            };
-            let lane = String::from_utf8_lossy(&k[1..sep]).into_owned();
-            let due = parse_qtail(&k[sep + 1..]).map(|(d, _)| d);
-            let s = lanes.entry(lane).or_default();
-            s.pending += 1;
-            s.oldest_due_ms = s.oldest_due_ms.or(due);
+        let (pending, dead) = {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            if counts.is_none() {
+                *counts = Some(self.count()?);
+            }
+            counts
+                .as_ref()
+                .map(|c| (c.pending.clone(), c.dead))
+                .unwrap_or_default()
+        };
+        let mut lanes = BTreeMap::new();
+        for (lane, n) in pending.into_iter().filter(|(_, n)| *n > 0) {
+            let oldest_due_ms = self.next_due(&lane)?;
+            lanes.insert(
+                lane,
+                LaneStats {
+                    pending: n as u64,
+                    oldest_due_ms,
+                },
+            );
         }
-        let dead = self.tree.scan_prefix([b'x']).count() as u64;
-        Ok((lanes, dead))
+        Ok((lanes, dead.max(0) as u64))
     }
 
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {

@@ -282,3 +282,65 @@ fn complete_many_is_complete_for_each() {
     assert!(s.get_webhook(b.webhook).unwrap().is_none());
     assert!(s.stats().unwrap().0.is_empty());
 }
+
+#[test]
+fn kept_counts_match_a_fresh_count_through_every_operation() {
+    let (_d, s) = store();
+    s.stats().unwrap(); // load the counts first, then change everything
+    let check = |s: &SledStore, step: &str| {
+        let (lanes, dead) = s.stats().unwrap();
+        let fresh = s.count().unwrap();
+        let kept: std::collections::BTreeMap<String, i64> = lanes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pending as i64))
+            .collect();
+        let recount: std::collections::BTreeMap<String, i64> =
+            fresh.pending.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(kept, recount, "after {step}");
+        assert_eq!(dead as i64, fresh.dead, "after {step}");
+    };
+    s.accept_batch(
+        &[
+            accept("a", &["x", "y"]),
+            accept("b", &["x"]),
+            accept("a", &["x"]),
+        ],
+        10,
+    )
+    .unwrap();
+    check(&s, "accept");
+    let c = s.claim_due("x", 10, 100, 10).unwrap();
+    check(&s, "claim");
+    let mut r = c[0].record.clone();
+    r.due_ms = 50;
+    s.update(&r).unwrap();
+    check(&s, "update");
+    s.complete_many(&[c[1].record.id]).unwrap();
+    check(&s, "complete_many");
+    let mut dead = c[0].record.clone();
+    dead.state = DeliveryState::Dead {
+        dead_at_ms: 20,
+        reason: "x".into(),
+    };
+    s.bury(&dead).unwrap();
+    s.bury(&dead).unwrap();
+    check(&s, "bury twice");
+    s.replay(dead.id, 30).unwrap();
+    check(&s, "replay");
+    let y = s.claim_due("y", 10, 100, 10).unwrap();
+    s.complete(y[0].record.id).unwrap();
+    check(&s, "complete");
+    let again = s.claim_due("x", 30, 100, 10).unwrap();
+    let mut d2 = again[0].record.clone();
+    d2.state = DeliveryState::Dead {
+        dead_at_ms: 40,
+        reason: "y".into(),
+    };
+    s.bury(&d2).unwrap();
+    s.purge(d2.id).unwrap();
+    check(&s, "purge");
+    assert_eq!(s.release_leases(1_000).unwrap(), 0);
+    check(&s, "release");
+    let (lanes, dead) = s.stats().unwrap();
+    assert!(lanes.is_empty() && dead == 0, "{lanes:?} {dead}");
+}
