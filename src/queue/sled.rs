@@ -15,7 +15,7 @@
 //! `flush()` ran, so `accept_batch` flushes before returning; `flush_async`
 //! deadlocks under concurrency and is never called; batches are all-or-nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -175,23 +175,26 @@ impl SledStore {
         Ok(c)
     }
 
-    /// Removes delivery `id` in `batch`, and its webhook when no other delivery
-    /// of it remains. Caller holds the stripe lock.
-    fn remove_delivery(&self, id: DeliveryId, batch: &mut Batch) -> Result<(), StoreError> {
-        batch.remove(dkey(id));
-        let siblings = self
-            .tree
-            .scan_prefix(key(b'd', &[&be(id.webhook)]))
-            .keys()
-            .filter(|k| {
-                k.as_ref()
-                    .map_or(true, |k| k.as_ref() != dkey(id).as_slice())
-            })
-            .count();
-        if siblings == 0 {
-            batch.remove(wkey(id.webhook));
+    /// Removes the deliveries `ids` in `batch`, and each webhook none of whose
+    /// other deliveries (pending or dead) remains. Caller holds the stripe locks.
+    fn remove_deliveries(&self, ids: &[DeliveryId], batch: &mut Batch) {
+        let removing: HashSet<Vec<u8>> = ids.iter().map(|&id| dkey(id)).collect();
+        let mut webhooks: Vec<WebhookId> = ids.iter().map(|id| id.webhook).collect();
+        webhooks.sort_unstable();
+        webhooks.dedup();
+        for k in &removing {
+            batch.remove(k.as_slice());
         }
-        Ok(())
+        for w in webhooks {
+            let others = self
+                .tree
+                .scan_prefix(key(b'd', &[&be(w)]))
+                .keys()
+                .any(|k| k.map_or(true, |k| !removing.contains(k.as_ref())));
+            if !others {
+                batch.remove(wkey(w));
+            }
+        }
     }
 }
 
@@ -353,15 +356,7 @@ impl Store for SledStore {
     }
 
     fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
-        let _g = self.stripe(id.webhook);
-        let Some(old) = self.get_delivery(id)? else {
-            return Ok(());
-        };
-        let mut batch = Batch::default();
-        batch.remove(qkey(&old.lane, old.due_ms, id));
-        batch.remove(lkey(id));
-        self.remove_delivery(id, &mut batch)?;
-        self.apply(batch, |c| c.lane(&old.lane, -1))
+        self.complete_many(&[id])
     }
 
     fn complete_many(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
@@ -375,32 +370,23 @@ impl Store for SledStore {
             .iter()
             .map(|&i| self.stripes[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
-        let removing: std::collections::HashSet<Vec<u8>> = ids.iter().map(|&id| dkey(id)).collect();
-        let mut webhooks_removed = std::collections::HashSet::new();
-        let mut done = std::collections::HashSet::new();
         let mut batch = Batch::default();
         let mut lanes: Vec<String> = Vec::new();
+        let mut found = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
         for &id in ids {
-            if !done.insert(id) {
+            if !seen.insert(id) {
                 continue;
             }
             let Some(old) = self.get_delivery(id)? else {
                 continue;
             };
-            lanes.push(old.lane.clone());
             batch.remove(qkey(&old.lane, old.due_ms, id));
             batch.remove(lkey(id));
-            batch.remove(dkey(id));
-            let siblings = self
-                .tree
-                .scan_prefix(key(b'd', &[&be(id.webhook)]))
-                .keys()
-                .filter(|k| k.as_ref().map_or(true, |k| !removing.contains(k.as_ref())))
-                .count();
-            if siblings == 0 && webhooks_removed.insert(id.webhook) {
-                batch.remove(wkey(id.webhook));
-            }
+            lanes.push(old.lane);
+            found.push(id);
         }
+        self.remove_deliveries(&found, &mut batch);
         self.apply(batch, |c| lanes.iter().for_each(|l| c.lane(l, -1)))
     }
 
@@ -496,7 +482,7 @@ impl Store for SledStore {
             Some(rec) if matches!(rec.state, DeliveryState::Dead { .. }) => {
                 let mut batch = Batch::default();
                 batch.remove(xkey(id));
-                self.remove_delivery(id, &mut batch)?;
+                self.remove_deliveries(&[id], &mut batch);
                 self.apply(batch, |c| c.dead -= 1)?;
                 self.db.flush().map_err(err)?;
                 Ok(true)
