@@ -1,27 +1,14 @@
 //! The operator commands `send-test` and `stats`, the admin token and an
 //! unreachable admin API: the real binary against a relay in this process.
 
-use crate::common::cli::{NO_CONFIG, admin, convertedin_url, json, shoprelay};
+use crate::common::cli::{NO_CONFIG, admin, convertedin_url, json, send_test, shoprelay};
 use crate::common::relay::{Opts, Relay, SECRET};
 
 #[tokio::test]
 async fn send_test_stats_and_an_empty_dead_letter_list() {
     let relay = Relay::start(Opts::default()).await;
-    let shop = relay.shopify_url("acme");
     for topic in ["orders/paid", "customers/redact"] {
-        let r = shoprelay(
-            &[
-                "send-test",
-                "--to",
-                &shop,
-                "--secret",
-                SECRET,
-                "--topic",
-                topic,
-            ],
-            &[],
-        )
-        .await;
+        let r = send_test(&relay, topic, SECRET).await;
         assert_eq!(r.code, 0, "{}{}", r.out, r.err);
         assert!(
             r.out.contains("200") && r.out.contains("\"queued\""),
@@ -81,37 +68,12 @@ async fn send_test_stats_and_an_empty_dead_letter_list() {
 #[tokio::test]
 async fn send_test_refusals_never_print_the_secret() {
     let relay = Relay::start(Opts::default()).await;
-    let shop = relay.shopify_url("acme");
-    let r = shoprelay(
-        &[
-            "send-test",
-            "--to",
-            &shop,
-            "--secret",
-            "wrong-secret-xyz",
-            "--topic",
-            "orders/paid",
-        ],
-        &[],
-    )
-    .await;
+    let r = send_test(&relay, "orders/paid", "wrong-secret-xyz").await;
     assert_eq!(r.code, 1, "{}{}", r.out, r.err);
     assert!(r.out.contains("401"), "{}", r.out);
     assert!(!r.out.contains("wrong-secret-xyz") && !r.err.contains("wrong-secret-xyz"));
 
-    let r = shoprelay(
-        &[
-            "send-test",
-            "--to",
-            &shop,
-            "--secret",
-            SECRET,
-            "--topic",
-            "nope/never",
-        ],
-        &[],
-    )
-    .await;
+    let r = send_test(&relay, "nope/never", SECRET).await;
     assert_eq!(r.code, 1);
     assert!(
         r.err.contains("`nope/never`") && r.err.contains("orders/paid"),

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::common::cli::{admin, json, shoprelay};
+use crate::common::cli::{admin, json, send_test};
 use crate::common::relay::{Opts, Relay, SECRET};
 use crate::common::within;
 
@@ -58,20 +58,7 @@ async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
 }
 
 async fn send_order(relay: &Relay, topic: &str) {
-    let shop = relay.shopify_url("acme");
-    let r = shoprelay(
-        &[
-            "send-test",
-            "--to",
-            &shop,
-            "--secret",
-            SECRET,
-            "--topic",
-            topic,
-        ],
-        &[],
-    )
-    .await;
+    let r = send_test(relay, topic, SECRET).await;
     assert_eq!(r.code, 0, "{}{}", r.out, r.err);
 }
 

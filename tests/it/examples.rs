@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::common::cli::{admin, shoprelay};
+use crate::common::cli::{admin, send_test};
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::{until, within};
 
@@ -43,17 +43,7 @@ async fn deliver_to(url: &str) -> serde_json::Value {
     })
     .await;
     for topic in TOPICS {
-        let shop = relay.shopify_url("acme");
-        let args = [
-            "send-test",
-            "--to",
-            &shop,
-            "--secret",
-            SECRET,
-            "--topic",
-            topic,
-        ];
-        let r = shoprelay(&args, &[]).await;
+        let r = send_test(&relay, topic, SECRET).await;
         assert_eq!(r.code, 0, "{}{}", r.out, r.err);
     }
     let want = 2 * TOPICS.len() as u64;

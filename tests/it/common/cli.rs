@@ -61,3 +61,18 @@ pub fn json(r: &Run) -> Value {
 pub fn convertedin_url(relay: &Relay) -> String {
     format!("{}/webhooks/convertedin/ci", relay.ingest)
 }
+
+/// `shoprelay send-test` of a built-in Shopify sample to the relay's `acme` source.
+pub async fn send_test(relay: &Relay, topic: &str, secret: &str) -> Run {
+    let shop = relay.shopify_url("acme");
+    let args = [
+        "send-test",
+        "--to",
+        &shop,
+        "--secret",
+        secret,
+        "--topic",
+        topic,
+    ];
+    shoprelay(&args, &[]).await
+}
