@@ -423,22 +423,112 @@ fn relay_pid(relay: &Relay) -> Option<String> {
 }
 
 struct Sender {
-    url: String,
+    addr: String,
+    head: Vec<u8>,
     body: Bytes,
-    signature: String,
     ledger: Arc<Ledger>,
     rate: f64,
     count: u64,
     deadline: Instant,
 }
 
+/// One keep-alive HTTP/1.1 connection that speaks just enough of the protocol
+/// to post a webhook and read the answer (status, Content-Length, body). A
+/// general-purpose client costs the generator more CPU per request than the
+/// relay spends storing the webhook, and both share this machine's two cores;
+/// like wrk, the generator should be the cheap side of the measurement.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// An answer: status and whether its body said `"queued"`.
+struct Answer {
+    status: u16,
+    queued: bool,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    async fn round_trip(&mut self, request: &[u8]) -> std::io::Result<Answer> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let (head_len, status, body_len) = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("head"))?;
+                let status = head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("status line"))?;
+                let len = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| bad("no content-length"))?;
+                break (end + 4, status, len);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(bad("closed"));
+            }
+        };
+        while self.buf.len() < head_len + body_len {
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(bad("closed mid-body"));
+            }
+        }
+        let body = &self.buf[head_len..head_len + body_len];
+        Ok(Answer {
+            status,
+            queued: body.windows(QUEUED.len()).any(|w| w == QUEUED),
+        })
+    }
+}
+
+/// The request for webhook `n`: the fixed head, its two ids, the shared body.
+fn request(out: &mut Vec<u8>, s: &Sender, n: u64) {
+    use std::io::Write;
+    out.clear();
+    out.extend_from_slice(&s.head);
+    let run = &s.ledger.run;
+    let _ = write!(
+        out,
+        "x-shopify-event-id: lg-{run}-{n}\r\nx-shopify-webhook-id: wh-{run}-{n}\r\n\r\n"
+    );
+    out.extend_from_slice(&s.body);
+}
+
+/// `host:port` and the request head shared by every webhook of a run.
+fn request_head(url: &str, body_len: usize, signature: &str) -> (String, Vec<u8>) {
+    let u = url::Url::parse(url).expect("--target is an http:// URL");
+    assert_eq!(u.scheme(), "http", "the load generator speaks plain HTTP");
+    let host = u.host_str().expect("URL has a host");
+    let addr = format!("{host}:{}", u.port_or_known_default().unwrap_or(80));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-shopify-topic: orders/create\r\nx-shopify-hmac-sha256: {signature}\r\n\
+         x-shopify-shop-domain: loadgen.myshopify.com\r\nx-shopify-api-version: 2025-01\r\n\
+         content-length: {body_len}\r\n",
+        u.path()
+    );
+    (addr, head.into_bytes())
+}
+
 async fn send_loop(s: Arc<Sender>) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("build HTTP client");
     let l = &s.ledger;
+    let mut conn: Option<Conn> = None;
+    let mut req = Vec::with_capacity(s.head.len() + s.body.len() + 128);
     loop {
         let n = l.issued.fetch_add(1, Relaxed);
         if n >= s.count {
@@ -464,25 +554,21 @@ async fn send_loop(s: Arc<Sender>) {
         if let Some(slot) = l.scheduled.get(n) {
             slot.store(sched_us + 1, Relaxed);
         }
+        request(&mut req, &s, n);
         let sent_at = Instant::now();
         l.sent.fetch_add(1, Relaxed);
-        let r = client
-            .post(&s.url)
-            .header("content-type", "application/json")
-            .header("x-shopify-topic", "orders/create")
-            .header("x-shopify-hmac-sha256", &s.signature)
-            .header("x-shopify-shop-domain", "loadgen.myshopify.com")
-            .header("x-shopify-api-version", "2025-01")
-            .header("x-shopify-event-id", format!("lg-{}-{n}", l.run))
-            .header("x-shopify-webhook-id", format!("wh-{}-{n}", l.run))
-            .body(s.body.clone())
-            .send()
-            .await;
+        let answer = async {
+            let c = match &mut conn {
+                Some(c) => c,
+                None => conn.insert(Conn::open(&s.addr).await?),
+            };
+            c.round_trip(&req).await
+        };
+        let r = tokio::time::timeout(Duration::from_secs(30), answer).await;
         match r {
-            Ok(resp) if resp.status() == 200 => {
+            Ok(Ok(a)) if a.status == 200 => {
                 let done = Instant::now();
-                let text = resp.bytes().await.unwrap_or_default();
-                if text.windows(QUEUED.len()).any(|w| w == QUEUED) {
+                if a.queued {
                     if let Some(a) = l.ack.get(n) {
                         a.store(1, Relaxed);
                     }
@@ -495,10 +581,12 @@ async fn send_loop(s: Arc<Sender>) {
                     l.duplicate_acks.fetch_add(1, Relaxed);
                 }
             }
-            Ok(_) => {
+            Ok(Ok(_)) => {
                 l.refused.fetch_add(1, Relaxed);
             }
-            Err(_) => {
+            Ok(Err(_)) | Err(_) => {
+                // The connection's state is unknown: start a fresh one.
+                conn = None;
                 l.errors.fetch_add(1, Relaxed);
             }
         }
@@ -612,10 +700,11 @@ async fn main() {
         })
     });
 
+    let (addr, head) = request_head(&url, body.len(), &signature);
     let sender = Arc::new(Sender {
-        url: url.clone(),
+        addr,
+        head,
         body: body.clone(),
-        signature: signature.clone(),
         ledger: ledger.clone(),
         rate: args.rate,
         count,
