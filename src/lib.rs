@@ -157,6 +157,7 @@ pub async fn run(
         cfg.server.dedup_window,
         stop.clone(),
     ));
+    let reclaim = tokio::spawn(reclaim_bodies(store.clone(), stop.clone()));
 
     tracing::info!(
         sources = cfg.sources.len(),
@@ -169,6 +170,7 @@ pub async fn run(
     drop(committer);
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
     let _ = expiry.await;
+    let _ = reclaim.await;
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.flush()).await {
         Ok(Ok(())) => tracing::info!("storage flushed; bye"),
@@ -177,6 +179,25 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Deletes body segments whose webhooks are all delivered or purged.
+async fn reclaim_bodies(store: Arc<dyn Store>, mut stop: shutdown::Shutdown) {
+    loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.reclaim()).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(bytes = n, "deleted delivered webhook bodies"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reclaiming body space failed; will retry"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+        }
+    }
+}
+
+/// How often delivered bodies' segments are looked at.
+const RECLAIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Forgets dedup ids older than the window, hourly.
 async fn expire_dedup(store: Arc<dyn Store>, window: Duration, mut stop: shutdown::Shutdown) {

@@ -6,6 +6,7 @@
 //! decisions in `delivery` — is shared code. Records are versioned (`V1`) so an
 //! upgraded relay can read yesterday's queue.
 
+pub mod bodies;
 pub mod commit;
 mod record;
 pub mod sled;
@@ -196,6 +197,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets dedup ids accepted before `before_ms`; returns how many.
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError>;
+
+    /// Deletes stored bodies no webhook refers to any more; returns the bytes
+    /// freed. Called periodically.
+    fn reclaim(&self) -> Result<u64, StoreError>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;

@@ -4,10 +4,13 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::bodies::BodyRef;
 use super::{DeliveryId, StoreError};
 use crate::sources::{Webhook, WebhookMeta};
 
 const V1: u8 = 1;
+/// Webhook records whose body is in a segment file.
+const V2: u8 = 2;
 
 /// Where a delivery stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,23 +91,32 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
     }
 }
 
-/// `V1 ++ meta_len (u32 BE) ++ meta JSON ++ raw body`: the body is kept byte for
-/// byte, since it is what was signed.
-pub fn encode_webhook(w: &Webhook) -> Vec<u8> {
-    let meta = serde_json::to_vec(w.meta()).unwrap_or_default();
-    let mut out = Vec::with_capacity(5 + meta.len() + w.body().len());
-    out.push(V1);
+/// A stored webhook: its meta, and its body or where the body is.
+pub enum StoredWebhook {
+    /// `V1`: the body inside the record (written by 0.1 before bodies moved
+    /// to segment files; still read, never written).
+    Inline(Webhook),
+    /// `V2`: the body in a segment file.
+    Pointer(WebhookMeta, BodyRef),
+}
+
+/// `V2 ++ meta_len (u32 BE) ++ meta JSON ++ body pointer`: the body itself,
+/// byte for byte as signed, is in a segment file ([`super::bodies`]).
+pub fn encode_webhook(meta: &WebhookMeta, body: BodyRef) -> Vec<u8> {
+    let meta = serde_json::to_vec(meta).unwrap_or_default();
+    let mut out = Vec::with_capacity(5 + meta.len() + BodyRef::ENCODED);
+    out.push(V2);
     out.extend((meta.len() as u32).to_be_bytes());
     out.extend(meta);
-    out.extend_from_slice(w.body());
+    body.encode(&mut out);
     out
 }
 
-pub fn decode_webhook(bytes: &[u8]) -> Result<Webhook, StoreError> {
+pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
     let (&v, rest) = bytes
         .split_first()
         .ok_or_else(|| corrupt("webhook", "empty"))?;
-    if v != V1 {
+    if v != V1 && v != V2 {
         return Err(corrupt("webhook", format!("unknown version {v}")));
     }
     if rest.len() < 4 {
@@ -115,7 +127,25 @@ pub fn decode_webhook(bytes: &[u8]) -> Result<Webhook, StoreError> {
     if rest.len() < len {
         return Err(corrupt("webhook", "truncated"));
     }
-    let (meta, body) = rest.split_at(len);
+    let (meta, tail) = rest.split_at(len);
     let meta: WebhookMeta = serde_json::from_slice(meta).map_err(|e| corrupt("webhook", e))?;
-    Ok(Webhook::from_store(meta, Bytes::copy_from_slice(body)))
+    if v == V1 {
+        return Ok(StoredWebhook::Inline(Webhook::from_store(
+            meta,
+            Bytes::copy_from_slice(tail),
+        )));
+    }
+    let body = BodyRef::decode(tail).ok_or_else(|| corrupt("webhook", "bad body pointer"))?;
+    Ok(StoredWebhook::Pointer(meta, body))
+}
+
+/// The `V1` form, for tests that an upgraded relay reads an older queue.
+#[cfg(test)]
+pub fn encode_webhook_v1(w: &Webhook) -> Vec<u8> {
+    let meta = serde_json::to_vec(w.meta()).unwrap_or_default();
+    let mut out = vec![V1];
+    out.extend((meta.len() as u32).to_be_bytes());
+    out.extend(meta);
+    out.extend_from_slice(w.body());
+    out
 }

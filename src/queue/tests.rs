@@ -344,3 +344,100 @@ fn kept_counts_match_a_fresh_count_through_every_operation() {
     let (lanes, dead) = s.stats().unwrap();
     assert!(lanes.is_empty() && dead == 0, "{lanes:?} {dead}");
 }
+
+fn accept_body(dedup: &str, lanes: &[&str], body: &str) -> Accept {
+    let mut a = accept(dedup, lanes);
+    a.webhook = Webhook::from_store(a.webhook.meta().clone(), Bytes::from(body.to_string()));
+    a
+}
+
+#[test]
+fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments_on_disk = || {
+        std::fs::read_dir(dir.path().join("bodies"))
+            .unwrap()
+            .count()
+    };
+    // 1-byte segments: every batch starts a new one.
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    for (i, batch) in [["a", "b"], ["c", "d"], ["e", "f"]].iter().enumerate() {
+        let items: Vec<Accept> = batch
+            .iter()
+            .map(|d| accept_body(d, &["x"], &format!("{{\"n\":\"{d}{i}\"}}")))
+            .collect();
+        s.accept_batch(&items, 100).unwrap();
+    }
+    // A webhook without deliveries keeps no body.
+    s.accept_batch(&[accept("none", &[])], 100).unwrap();
+    assert_eq!((s.body_segments(), segments_on_disk()), (3, 3));
+
+    let claimed = s.claim_due("x", 100, 1000, 10).unwrap();
+    let bodies: Vec<&[u8]> = claimed.iter().map(|c| &c.webhook.body()[..]).collect();
+    assert_eq!(
+        bodies,
+        [
+            &br#"{"n":"a0"}"#[..],
+            br#"{"n":"b0"}"#,
+            br#"{"n":"c1"}"#,
+            br#"{"n":"d1"}"#,
+            br#"{"n":"e2"}"#,
+            br#"{"n":"f2"}"#,
+        ]
+    );
+    assert_eq!(s.reclaim().unwrap(), 0, "every segment still in use");
+    // One of the first batch done: its segment stays.
+    s.complete(claimed[0].record.id).unwrap();
+    assert_eq!(s.reclaim().unwrap(), 0);
+    // Both of the first batch and all of the last (the active segment) done.
+    for c in [&claimed[1], &claimed[4], &claimed[5]] {
+        s.complete(c.record.id).unwrap();
+    }
+    assert_eq!(s.reclaim().unwrap(), br#"{"n":"a0"}"#.len() as u64 * 2);
+    assert_eq!(
+        (s.body_segments(), segments_on_disk()),
+        (2, 2),
+        "the active segment is kept even when empty"
+    );
+    s.flush().unwrap();
+    drop(s);
+
+    // After a restart the rest is still there, and the last segment, no
+    // longer active and empty, goes.
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    s.release_leases(2000).unwrap();
+    let again = s.claim_due("x", 2000, 3000, 10).unwrap();
+    let bodies: Vec<&[u8]> = again.iter().map(|c| &c.webhook.body()[..]).collect();
+    assert_eq!(bodies, [&br#"{"n":"c1"}"#[..], br#"{"n":"d1"}"#]);
+    assert!(s.reclaim().unwrap() > 0);
+    assert_eq!(s.body_segments(), 1);
+    // A dead letter keeps its body.
+    let mut dead = again[0].record.clone();
+    dead.state = DeliveryState::Dead {
+        dead_at_ms: 3000,
+        reason: "test".into(),
+    };
+    s.bury(&dead).unwrap();
+    s.complete(again[1].record.id).unwrap();
+    assert_eq!(s.reclaim().unwrap(), 0);
+    let letter = s.dead_letter(dead.id).unwrap().unwrap();
+    assert_eq!(&letter.webhook.unwrap().body()[..], br#"{"n":"c1"}"#);
+    s.purge(dead.id).unwrap();
+    assert!(s.reclaim().unwrap() > 0);
+    assert_eq!((s.body_segments(), segments_on_disk()), (0, 0));
+}
+
+#[test]
+fn a_queue_written_with_bodies_inside_its_records_is_still_read() {
+    let (_d, s) = store();
+    let out = s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+    let AcceptOutcome::Queued(w) = out[0] else {
+        panic!("{out:?}")
+    };
+    // The record as 0.1 wrote it: version 1, body inline.
+    let old = accept_body("a", &["x"], r#"{"id":"written by 0.1"}"#);
+    s.put_webhook_record(w, super::record::encode_webhook_v1(&old.webhook));
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    assert_eq!(&c[0].webhook.body()[..], br#"{"id":"written by 0.1"}"#);
+    assert_eq!(c[0].webhook.meta().dedup_id, "a");
+}
