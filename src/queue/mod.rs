@@ -89,10 +89,11 @@ pub enum AcceptOutcome {
     Duplicate(WebhookId),
 }
 
-/// A claimed delivery with its webhook, leased to the caller until the lease ends.
+/// A claimed delivery with its webhook, leased to the caller until the lease
+/// ends or its outcome is written (`update`, `complete`, `bury`).
 #[derive(Clone, Debug)]
 pub struct Claimed {
-    /// The delivery's state as stored (its `due_ms` is the lease end).
+    /// The delivery's state as stored.
     pub record: DeliveryRecord,
     /// The webhook to deliver.
     pub webhook: Webhook,
@@ -141,7 +142,10 @@ pub trait Store: Send + Sync + 'static {
     fn accept_batch(&self, items: &[Accept], now_ms: u64)
     -> Result<Vec<AcceptOutcome>, StoreError>;
 
-    /// Leases up to `limit` deliveries of `lane` due at `now_ms`, until `lease_until_ms`.
+    /// Leases up to `limit` deliveries of `lane` due at `now_ms`, until
+    /// `lease_until_ms`: no claim returns them again before then unless their
+    /// outcome is written first. A lease does not outlive the process: after a
+    /// restart, what was in flight is due at its stored due time.
     fn claim_due(
         &self,
         lane: &str,
@@ -150,11 +154,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Makes every lease left by a previous process due at `now_ms` (run once at
-    /// start-up, before any lane claims). Returns how many.
+    /// Makes every lease a previous process left in storage due at `now_ms`
+    /// (run once at start-up, before any lane claims). Returns how many. (Only
+    /// queues written before leases moved to memory have any.)
     fn release_leases(&self, now_ms: u64) -> Result<usize, StoreError>;
 
-    /// The earliest due time in `lane`, to sleep until.
+    /// The earliest due time in `lane`, to sleep until: of what is not in
+    /// flight, and of the leases in flight (one may end without an outcome).
     fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError>;
 
     /// Saves a changed pending record (progress, or the next attempt's due time).

@@ -76,12 +76,13 @@ fn claim_leases_and_complete_forgets() {
     );
     let c = s.claim_due("x", 100, 1000, 10).unwrap();
     assert_eq!(c.len(), 1);
-    assert_eq!(c[0].record.due_ms, 1000);
+    assert_eq!(c[0].record.due_ms, 100, "a claim writes nothing");
     assert!(
         s.claim_due("x", 500, 2000, 10).unwrap().is_empty(),
         "leased"
     );
-    // The lease ends: due again (this is what a crash leaves behind).
+    assert_eq!(s.next_due("x").unwrap(), Some(1000), "when the lease ends");
+    // The lease ends with no outcome written: due again.
     assert_eq!(s.claim_due("x", 1000, 3000, 10).unwrap().len(), 1);
     s.complete(c[0].record.id).unwrap();
     assert_eq!(s.next_due("x").unwrap(), None);
@@ -171,8 +172,10 @@ fn survives_reopen() {
         s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
         s.claim_due("x", 100, 1000, 10).unwrap();
     }
+    // What was in flight when the process went away is due at once.
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.next_due("x").unwrap(), Some(1000));
+    assert_eq!(s.next_due("x").unwrap(), Some(100));
+    assert_eq!(s.claim_due("x", 200, 1000, 10).unwrap().len(), 1);
     assert!(matches!(
         s.accept_batch(&[accept("a", &["x"])], 200).unwrap()[0],
         AcceptOutcome::Duplicate(_)
@@ -180,28 +183,34 @@ fn survives_reopen() {
 }
 
 #[test]
-fn leases_left_by_a_crash_are_released_at_start() {
+fn a_crash_leaves_claimed_deliveries_due_and_old_lease_markers_are_released() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SledStore::open(dir.path()).unwrap();
-        s.accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
-            .unwrap();
-        let c = s.claim_due("x", 100, 60_000, 1).unwrap();
-        // One is in flight, the other still waits; then the process dies.
-        assert_eq!(c.len(), 1);
+        s.accept_batch(
+            &[
+                accept("a", &["x"]),
+                accept("b", &["x"]),
+                accept("c", &["x"]),
+            ],
+            100,
+        )
+        .unwrap();
+        let c = s.claim_due("x", 100, 60_000, 2).unwrap();
+        // Two in flight, one waiting; one of the two as a relay before 0.2
+        // stored a lease (due entry moved to the lease end, marker); then the
+        // process dies.
+        assert_eq!(c.len(), 2);
+        s.put_old_lease(c[0].record.id, 60_000);
         s.flush().unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.release_leases(200).unwrap(), 1);
+    assert_eq!(s.release_leases(200).unwrap(), 1, "the old marker");
+    assert_eq!(s.release_leases(200).unwrap(), 0, "and only once");
     assert_eq!(
         s.claim_due("x", 200, 300, 10).unwrap().len(),
-        2,
-        "both due again"
-    );
-    assert_eq!(
-        s.release_leases(250).unwrap(),
-        2,
-        "claimed again, so leased again"
+        3,
+        "all three due again"
     );
 }
 
