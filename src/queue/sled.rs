@@ -359,7 +359,7 @@ impl Store for SledStore {
         end.extend_from_slice(&be(now_ms.saturating_add(1)));
         let mut batch = Batch::default();
         let mut out = Vec::new();
-        let mut dropped = 0;
+        let (mut dropped, mut buried) = (0, 0);
         for kv in self.tree.range(prefix.clone()..end) {
             if out.len() >= limit {
                 break;
@@ -374,18 +374,44 @@ impl Store for SledStore {
             if self.leased(id, now_ms).is_some() {
                 continue; // in flight (at most the lane's concurrency of these)
             }
-            let (Some(record), Some(webhook)) =
-                (self.get_delivery(id)?, self.get_webhook(id.webhook)?)
-            else {
+            let Some(mut record) = self.get_delivery(id)? else {
                 batch.remove(k);
                 dropped += 1;
                 continue;
+            };
+            let webhook = match self.get_webhook(id.webhook) {
+                Ok(Some(w)) => w,
+                Ok(None) => {
+                    batch.remove(k);
+                    dropped += 1;
+                    continue;
+                }
+                // The body cannot be read (a segment file deleted or damaged
+                // outside the relay): a dead letter that says so, rather than a
+                // lane stuck on it.
+                Err(StoreError::Corrupt(why)) => {
+                    tracing::error!(lane, id = %id, error = %why, "stored webhook unreadable; moved to the dead letters");
+                    record.state = DeliveryState::Dead {
+                        dead_at_ms: now_ms,
+                        reason: format!("the stored webhook cannot be read: {why}"),
+                    };
+                    batch.remove(k);
+                    batch.insert(dkey(id), encode_delivery(&record));
+                    batch.insert(xkey(id), IVec::default());
+                    dropped += 1;
+                    buried += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             self.leases().insert(id, lease_until_ms);
             out.push(Claimed { record, webhook });
         }
         if dropped > 0 {
-            self.apply(batch, |c| c.lane(lane, -dropped))?;
+            self.apply(batch, |c| {
+                c.lane(lane, -dropped);
+                c.dead += buried;
+            })?;
         }
         Ok(out)
     }
@@ -543,10 +569,12 @@ impl Store for SledStore {
     fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
         match self.get_delivery(id)? {
             Some(record) if matches!(record.state, DeliveryState::Dead { .. }) => {
-                Ok(Some(DeadLetter {
-                    webhook: self.get_webhook(id.webhook)?,
-                    record,
-                }))
+                // An unreadable webhook still lists, without it.
+                let webhook = match self.get_webhook(id.webhook) {
+                    Err(StoreError::Corrupt(_)) => None,
+                    other => other?,
+                };
+                Ok(Some(DeadLetter { webhook, record }))
             }
             _ => Ok(None),
         }

@@ -450,3 +450,38 @@ fn a_queue_written_with_bodies_inside_its_records_is_still_read() {
     assert_eq!(&c[0].webhook.body()[..], br#"{"id":"written by 0.1"}"#);
     assert_eq!(c[0].webhook.meta().dedup_id, "a");
 }
+
+#[test]
+fn a_webhook_whose_body_is_gone_becomes_a_dead_letter_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open_with(dir.path(), 1).unwrap();
+        s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+        s.accept_batch(&[accept("b", &["x"])], 100).unwrap();
+        s.flush().unwrap();
+    }
+    // An operator (or a broken disk) removes the first segment.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("bodies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    std::fs::remove_file(&segments[0]).unwrap();
+
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    let c = s.claim_due("x", 200, 1000, 10).unwrap();
+    assert_eq!(c.len(), 1, "the other webhook is still delivered");
+    assert_eq!(c[0].webhook.meta().dedup_id, "b");
+    let dead = s.dead_letters(None, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].webhook.is_none());
+    let DeliveryState::Dead { reason, .. } = &dead[0].record.state else {
+        panic!("{:?}", dead[0].record.state)
+    };
+    assert!(
+        reason.starts_with("the stored webhook cannot be read: body segment"),
+        "{reason}"
+    );
+    let (lanes, n) = s.stats().unwrap();
+    assert_eq!((lanes["x"].pending, n), (1, 1), "{lanes:?}");
+}
