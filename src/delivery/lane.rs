@@ -24,10 +24,9 @@ use super::worker::Context;
 /// wake-up is never needed for correctness, only for promptness).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
-/// How long a busy lane lets more slots free up before it claims. A claim is
-/// one atomic write however many deliveries it takes (and sled's batches hold
-/// a database-wide write lock), so claiming one slot at a time as each
-/// delivery ends costs a write per delivery.
+/// How long a busy lane lets more slots free up before it claims. A claim
+/// walks the due index from its start, past what is in flight, so claiming
+/// one slot at a time as each delivery ends costs that walk per delivery.
 const CLAIM_GATHER: Duration = Duration::from_millis(2);
 
 /// All lanes of a relay.
@@ -246,8 +245,8 @@ async fn run_lane(
             tokio::time::sleep(lane.linger).await;
         }
     }
-    // Finish what is in flight; anything not finished keeps its lease and is
-    // released at the next start.
+    // Finish what is in flight; anything not finished is due again at the next
+    // start (leases live in memory).
     while inflight.join_next().await.is_some() {}
     // Record every completion before the lane reports itself stopped (the
     // final flush comes after).

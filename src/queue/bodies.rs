@@ -193,23 +193,30 @@ impl Bodies {
             .ok_or_else(|| StoreError::Corrupt(format!("body segment {} is missing", r.segment)))?;
         let mut buf = vec![0u8; r.len as usize];
         file.read_exact_at(&mut buf, r.offset).map_err(|e| {
-            StoreError::Corrupt(format!(
+            let what = format!(
                 "body at {}+{} in segment {}: {e}",
                 r.offset, r.len, r.segment
-            ))
+            );
+            // Past the end of the file is damage; anything else (EIO, say)
+            // may pass, and must not turn a delivery into a dead letter.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::Corrupt(what)
+            } else {
+                StoreError::Backend(what)
+            }
         })?;
         Ok(buf)
     }
 
     /// Segments other than the active one, each with the end of its id range
     /// (the next segment's first id).
+    ///
+    /// The active segment is read under the same lock that `append` holds
+    /// while it starts a new one, so a segment started meanwhile is never
+    /// listed (it would look empty until its batch is applied).
     pub fn closed(&self) -> Vec<(u64, u64)> {
-        let active = self
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|a| a.segment);
+        let active_guard = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let active = active_guard.as_ref().map(|a| a.segment);
         let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
         let firsts: Vec<u64> = segments.keys().copied().collect();
         firsts

@@ -135,7 +135,19 @@ fn run(
             batch.into_iter().map(|p| (p.accept, p.reply)).unzip();
         let needed = reserve.saturating_add(2 * bytes as u64);
         let result = match store.free_bytes() {
-            Some(free) if free < needed => Err(StoreError::DiskFull { free, reserve }),
+            Some(free) if free < needed => {
+                // No room to write; what was accepted before needs none (and
+                // answering it is no sign that the disk has room again).
+                if let Ok(ids) = store.accepted(&accepts) {
+                    if ids.iter().all(Option::is_some) {
+                        for (reply, id) in replies.into_iter().zip(ids.into_iter().flatten()) {
+                            let _ = reply.send(Ok(AcceptOutcome::Duplicate(id)));
+                        }
+                        continue;
+                    }
+                }
+                Err(StoreError::DiskFull { free, reserve })
+            }
             _ => store.accept_batch(&accepts, clock()),
         };
         match result {

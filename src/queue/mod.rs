@@ -104,7 +104,7 @@ pub struct Claimed {
 pub struct DeadLetter {
     /// The delivery record (state `Dead`).
     pub record: DeliveryRecord,
-    /// The webhook, when it is still stored.
+    /// The webhook, when it is still stored and readable.
     pub webhook: Option<Webhook>,
 }
 
@@ -113,7 +113,7 @@ pub struct DeadLetter {
 pub struct LaneStats {
     /// Deliveries waiting or in flight.
     pub pending: u64,
-    /// Due time of the earliest one, ms since the epoch.
+    /// Due time of the earliest one (in flight or not), ms since the epoch.
     pub oldest_due_ms: Option<u64>,
 }
 
@@ -141,6 +141,10 @@ pub trait Store: Send + Sync + 'static {
     /// Outcomes are in input order.
     fn accept_batch(&self, items: &[Accept], now_ms: u64)
     -> Result<Vec<AcceptOutcome>, StoreError>;
+
+    /// For each accept, the webhook id it was already accepted as, if it was
+    /// (reads only: lets a full disk still answer duplicates).
+    fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError>;
 
     /// Leases up to `limit` deliveries of `lane` due at `now_ms`, until
     /// `lease_until_ms`: no claim returns them again before then unless their

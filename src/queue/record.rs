@@ -16,7 +16,7 @@ const V2: u8 = 2;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DeliveryState {
-    /// Waiting for `due_ms`, or leased until it.
+    /// Waiting for `due_ms`, or in flight (leased in memory).
     Pending,
     /// Given up; kept for inspection and replay.
     Dead {
@@ -37,7 +37,7 @@ pub struct DeliveryRecord {
     pub lane: String,
     /// Destinations, in order.
     pub targets: Vec<String>,
-    /// When it is next due (or when its lease ends), ms since the epoch.
+    /// When it is (next) due, ms since the epoch; a claim does not change it.
     pub due_ms: u64,
     /// Attempts made so far in this retry window.
     pub attempts: u32,
@@ -93,8 +93,8 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
 
 /// A stored webhook: its meta, and its body or where the body is.
 pub enum StoredWebhook {
-    /// `V1`: the body inside the record (written by 0.1 before bodies moved
-    /// to segment files; still read, never written).
+    /// `V1`: the body inside the record (queues written before bodies moved
+    /// to segment files; read, no longer written).
     Inline(Webhook),
     /// `V2`: the body in a segment file.
     Pointer(WebhookMeta, BodyRef),
@@ -110,6 +110,11 @@ pub fn encode_webhook(meta: &WebhookMeta, body: BodyRef) -> Vec<u8> {
     out.extend(meta);
     body.encode(&mut out);
     out
+}
+
+/// Whether a stored webhook record points into a body segment.
+pub fn points_to_segment(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&V2)
 }
 
 pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
@@ -139,9 +144,10 @@ pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
     Ok(StoredWebhook::Pointer(meta, body))
 }
 
-/// The `V1` form, for tests that an upgraded relay reads an older queue.
+/// `V1 ++ meta_len (u32 BE) ++ meta JSON ++ raw body`, as relays wrote it
+/// before bodies moved to segments (tests of the upgrade path).
 #[cfg(test)]
-pub fn encode_webhook_v1(w: &Webhook) -> Vec<u8> {
+pub fn encode_webhook_inline(w: &Webhook) -> Vec<u8> {
     let meta = serde_json::to_vec(w.meta()).unwrap_or_default();
     let mut out = vec![V1];
     out.extend((meta.len() as u32).to_be_bytes());

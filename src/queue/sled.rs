@@ -33,6 +33,7 @@ use ::sled::{Batch, IVec, Tree};
 use super::bodies::Bodies;
 use super::record::{
     StoredWebhook, decode_delivery, decode_webhook, encode_delivery, encode_webhook,
+    points_to_segment,
 };
 use super::*;
 
@@ -60,6 +61,13 @@ pub struct SledStore {
     /// Deliveries claimed and not yet finished, with the lease end (ms):
     /// until then no claim returns them. Only this process's claims.
     leases: Mutex<HashMap<DeliveryId, u64>>,
+}
+
+/// A due entry that cannot be claimed (see [`SledStore::clear_debris`]).
+enum Debris {
+    Malformed(IVec),
+    Orphan(IVec, DeliveryId),
+    Unreadable(IVec, DeliveryRecord, String),
 }
 
 #[derive(Default)]
@@ -122,6 +130,20 @@ fn parse_qtail(tail: &[u8]) -> Option<(u64, DeliveryId)> {
         };
         (read_u64(&tail[..8]), id)
     })
+}
+
+/// `k` + source, topic and dedup id.
+fn dedup_key(m: &crate::sources::WebhookMeta) -> Vec<u8> {
+    key(
+        b'k',
+        &[
+            m.source.as_bytes(),
+            &[0],
+            m.topic.as_bytes(),
+            &[0],
+            m.dedup_id.as_bytes(),
+        ],
+    )
 }
 
 fn err(e: ::sled::Error) -> StoreError {
@@ -225,6 +247,102 @@ impl SledStore {
         self.tree.insert(wkey(w), record).unwrap();
     }
 
+    /// Claims into `out` (see [`Store::claim_due`]); due entries found broken
+    /// are set right afterwards, see [`Self::clear_debris`].
+    fn claim_into(
+        &self,
+        lane: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+        out: &mut Vec<Claimed>,
+    ) -> Result<(), StoreError> {
+        let prefix = lane_prefix(lane);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&be(now_ms.saturating_add(1)));
+        let mut debris = Vec::new();
+        for kv in self.tree.range(prefix.clone()..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv.map_err(err)?;
+            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
+                debris.push(Debris::Malformed(k));
+                continue;
+            };
+            if self.leased(id, now_ms).is_some() {
+                continue; // in flight (at most the lane's concurrency of these)
+            }
+            let Some(record) = self.get_delivery(id)? else {
+                debris.push(Debris::Orphan(k, id));
+                continue;
+            };
+            let webhook = match self.get_webhook(id.webhook) {
+                Ok(Some(w)) => w,
+                Ok(None) => {
+                    debris.push(Debris::Orphan(k, id));
+                    continue;
+                }
+                Err(StoreError::Corrupt(why)) => {
+                    debris.push(Debris::Unreadable(k, record, why));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.leases().insert(id, lease_until_ms);
+            out.push(Claimed { record, webhook });
+        }
+        self.clear_debris(lane, now_ms, debris)
+    }
+
+    /// Due entries that cannot be delivered: a key that does not parse or
+    /// whose record or webhook is gone (left by an older crash) is dropped; a
+    /// webhook whose body cannot be read (a segment file deleted or damaged
+    /// outside the relay) becomes a dead letter that says so, rather than a
+    /// lane stuck on it. Each is checked again under its webhook's stripe, so
+    /// one that a completion removed meanwhile is not counted twice.
+    fn clear_debris(&self, lane: &str, now_ms: u64, debris: Vec<Debris>) -> Result<(), StoreError> {
+        for d in debris {
+            let (k, id) = match &d {
+                Debris::Malformed(k) => (k.clone(), None),
+                Debris::Orphan(k, id) => (k.clone(), Some(*id)),
+                Debris::Unreadable(k, rec, _) => (k.clone(), Some(rec.id)),
+            };
+            let _g = id.map(|id| self.stripe(id.webhook));
+            if !self.tree.contains_key(&k).map_err(err)? {
+                continue;
+            }
+            let mut batch = Batch::default();
+            batch.remove(k);
+            match d {
+                Debris::Malformed(_) => {}
+                Debris::Orphan(_, id) => {
+                    let whole = self.get_delivery(id)?.is_some()
+                        && self.get_webhook(id.webhook).is_ok_and(|w| w.is_some());
+                    if whole {
+                        continue; // set right meanwhile
+                    }
+                }
+                Debris::Unreadable(_, mut rec, why) => {
+                    tracing::error!(lane, id = %rec.id, error = %why, "stored webhook unreadable; moved to the dead letters");
+                    rec.state = DeliveryState::Dead {
+                        dead_at_ms: now_ms,
+                        reason: format!("the stored webhook cannot be read: {why}"),
+                    };
+                    batch.insert(dkey(rec.id), encode_delivery(&rec));
+                    batch.insert(xkey(rec.id), IVec::default());
+                    self.apply(batch, |c| {
+                        c.lane(lane, -1);
+                        c.dead += 1;
+                    })?;
+                    continue;
+                }
+            }
+            self.apply(batch, |c| c.lane(lane, -1))?;
+        }
+        Ok(())
+    }
+
     /// Applies `batch` and, if the counts are loaded, `adjust`s them in the
     /// same critical section (so a first count never sees half of a change).
     fn apply(&self, batch: Batch, adjust: impl FnOnce(&mut Counts)) -> Result<(), StoreError> {
@@ -284,17 +402,7 @@ impl Store for SledStore {
         // and synced before the batch that points to them is applied.
         let mut kept: Vec<(WebhookId, &Accept)> = Vec::new();
         for a in items {
-            let m = a.webhook.meta();
-            let k = key(
-                b'k',
-                &[
-                    m.source.as_bytes(),
-                    &[0],
-                    m.topic.as_bytes(),
-                    &[0],
-                    m.dedup_id.as_bytes(),
-                ],
-            );
+            let k = dedup_key(a.webhook.meta());
             if let Some(&w) = fresh.get(&k) {
                 out.push(AcceptOutcome::Duplicate(w));
                 continue;
@@ -347,6 +455,16 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError> {
+        items
+            .iter()
+            .map(|a| {
+                let v = self.tree.get(dedup_key(a.webhook.meta())).map_err(err)?;
+                Ok(v.map(|v| read_u64(&v)))
+            })
+            .collect()
+    }
+
     fn claim_due(
         &self,
         lane: &str,
@@ -354,66 +472,18 @@ impl Store for SledStore {
         lease_until_ms: u64,
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let prefix = lane_prefix(lane);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&be(now_ms.saturating_add(1)));
-        let mut batch = Batch::default();
         let mut out = Vec::new();
-        let (mut dropped, mut buried) = (0, 0);
-        for kv in self.tree.range(prefix.clone()..end) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = kv.map_err(err)?;
-            // A due key without its record is debris from an older crash: drop it.
-            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
-                batch.remove(k);
-                dropped += 1;
-                continue;
-            };
-            if self.leased(id, now_ms).is_some() {
-                continue; // in flight (at most the lane's concurrency of these)
-            }
-            let Some(mut record) = self.get_delivery(id)? else {
-                batch.remove(k);
-                dropped += 1;
-                continue;
-            };
-            let webhook = match self.get_webhook(id.webhook) {
-                Ok(Some(w)) => w,
-                Ok(None) => {
-                    batch.remove(k);
-                    dropped += 1;
-                    continue;
+        match self.claim_into(lane, now_ms, lease_until_ms, limit, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                // Nobody receives these: they must not stay leased.
+                let mut leases = self.leases();
+                for c in &out {
+                    leases.remove(&c.record.id);
                 }
-                // The body cannot be read (a segment file deleted or damaged
-                // outside the relay): a dead letter that says so, rather than a
-                // lane stuck on it.
-                Err(StoreError::Corrupt(why)) => {
-                    tracing::error!(lane, id = %id, error = %why, "stored webhook unreadable; moved to the dead letters");
-                    record.state = DeliveryState::Dead {
-                        dead_at_ms: now_ms,
-                        reason: format!("the stored webhook cannot be read: {why}"),
-                    };
-                    batch.remove(k);
-                    batch.insert(dkey(id), encode_delivery(&record));
-                    batch.insert(xkey(id), IVec::default());
-                    dropped += 1;
-                    buried += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            self.leases().insert(id, lease_until_ms);
-            out.push(Claimed { record, webhook });
+                Err(e)
+            }
         }
-        if dropped > 0 {
-            self.apply(batch, |c| {
-                c.lane(lane, -dropped);
-                c.dead += buried;
-            })?;
-        }
-        Ok(out)
     }
 
     fn release_leases(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -463,6 +533,7 @@ impl Store for SledStore {
     fn update(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
         let _g = self.stripe(rec.id.webhook);
         let Some(old) = self.get_delivery(rec.id)? else {
+            self.leases().remove(&rec.id);
             return Ok(());
         };
         let mut batch = Batch::default();
@@ -519,6 +590,7 @@ impl Store for SledStore {
     fn bury(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
         let _g = self.stripe(rec.id.webhook);
         let Some(old) = self.get_delivery(rec.id)? else {
+            self.leases().remove(&rec.id);
             return Ok(());
         };
         let mut batch = Batch::default();
@@ -676,7 +748,17 @@ impl Store for SledStore {
     fn reclaim(&self) -> Result<u64, StoreError> {
         let mut unused = Vec::new();
         for (first, end) in self.bodies.closed() {
-            if self.tree.range(wkey(first)..wkey(end)).next().is_none() {
+            // In use while a webhook in its id range points into it (a dead
+            // letter does, until purged; records written before bodies moved
+            // to segments hold their body themselves).
+            let mut in_use = false;
+            for kv in self.tree.range(wkey(first)..wkey(end)) {
+                if points_to_segment(&kv.map_err(err)?.1) {
+                    in_use = true;
+                    break;
+                }
+            }
+            if !in_use {
                 unused.push(first);
             }
         }

@@ -420,7 +420,7 @@ fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
     assert_eq!(bodies, [&br#"{"n":"c1"}"#[..], br#"{"n":"d1"}"#]);
     assert!(s.reclaim().unwrap() > 0);
     assert_eq!(s.body_segments(), 1);
-    // A dead letter keeps its body.
+    // A dead letter keeps its body (and so its segment) until purged.
     let mut dead = again[0].record.clone();
     dead.state = DeliveryState::Dead {
         dead_at_ms: 3000,
@@ -445,7 +445,7 @@ fn a_queue_written_with_bodies_inside_its_records_is_still_read() {
     };
     // The record as 0.1 wrote it: version 1, body inline.
     let old = accept_body("a", &["x"], r#"{"id":"written by 0.1"}"#);
-    s.put_webhook_record(w, super::record::encode_webhook_v1(&old.webhook));
+    s.put_webhook_record(w, super::record::encode_webhook_inline(&old.webhook));
     let c = s.claim_due("x", 100, 1000, 10).unwrap();
     assert_eq!(&c[0].webhook.body()[..], br#"{"id":"written by 0.1"}"#);
     assert_eq!(c[0].webhook.meta().dedup_id, "a");

@@ -117,7 +117,7 @@ async fn full_disk_answers_503() {
             .unwrap();
         assert_eq!(
             v["status"], "duplicate",
-            "webhook {i} acknowledged before the disk filled was lost"
+            "webhook {i} acknowledged before the disk filled was lost: {v}"
         );
     }
     relay.stop().await;
