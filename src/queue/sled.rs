@@ -343,6 +343,23 @@ impl SledStore {
         Ok(())
     }
 
+    /// Writes the outcome of an attempt on delivery `id` with `write`, given
+    /// the record as stored, under the webhook's stripe; the lease ends once
+    /// it is written (or when the record is already gone). A failed write
+    /// keeps the lease: the delivery is due again when it ends.
+    fn record_outcome(
+        &self,
+        id: DeliveryId,
+        write: impl FnOnce(DeliveryRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let _g = self.stripe(id.webhook);
+        if let Some(old) = self.get_delivery(id)? {
+            write(old)?;
+        }
+        self.leases().remove(&id);
+        Ok(())
+    }
+
     /// Applies `batch` and, if the counts are loaded, `adjust`s them in the
     /// same critical section (so a first count never sees half of a change).
     fn apply(&self, batch: Batch, adjust: impl FnOnce(&mut Counts)) -> Result<(), StoreError> {
@@ -531,21 +548,16 @@ impl Store for SledStore {
     }
 
     fn update(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
-        let _g = self.stripe(rec.id.webhook);
-        let Some(old) = self.get_delivery(rec.id)? else {
-            self.leases().remove(&rec.id);
-            return Ok(());
-        };
-        let mut batch = Batch::default();
-        batch.remove(qkey(&old.lane, old.due_ms, rec.id));
-        batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
-        batch.insert(dkey(rec.id), encode_delivery(rec));
-        self.apply(batch, |c| {
-            c.lane(&old.lane, -1);
-            c.lane(&rec.lane, 1);
-        })?;
-        self.leases().remove(&rec.id);
-        Ok(())
+        self.record_outcome(rec.id, |old| {
+            let mut batch = Batch::default();
+            batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+            batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
+            batch.insert(dkey(rec.id), encode_delivery(rec));
+            self.apply(batch, |c| {
+                c.lane(&old.lane, -1);
+                c.lane(&rec.lane, 1);
+            })
+        })
     }
 
     fn complete(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -588,24 +600,20 @@ impl Store for SledStore {
     }
 
     fn bury(&self, rec: &DeliveryRecord) -> Result<(), StoreError> {
-        let _g = self.stripe(rec.id.webhook);
-        let Some(old) = self.get_delivery(rec.id)? else {
-            self.leases().remove(&rec.id);
-            return Ok(());
-        };
-        let mut batch = Batch::default();
-        batch.remove(qkey(&old.lane, old.due_ms, rec.id));
-        batch.insert(dkey(rec.id), encode_delivery(rec));
-        batch.insert(xkey(rec.id), IVec::default());
-        let was_pending = old.state == DeliveryState::Pending;
-        self.apply(batch, |c| {
-            if was_pending {
-                c.lane(&old.lane, -1);
-                c.dead += 1;
-            }
-        })?;
-        self.leases().remove(&rec.id);
-        self.db.flush().map_err(err).map(|_| ())
+        self.record_outcome(rec.id, |old| {
+            let mut batch = Batch::default();
+            batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+            batch.insert(dkey(rec.id), encode_delivery(rec));
+            batch.insert(xkey(rec.id), IVec::default());
+            let was_pending = old.state == DeliveryState::Pending;
+            self.apply(batch, |c| {
+                if was_pending {
+                    c.lane(&old.lane, -1);
+                    c.dead += 1;
+                }
+            })?;
+            self.db.flush().map_err(err).map(|_| ())
+        })
     }
 
     fn dead_letters(
