@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::common::relay::{Opts, SECRET, spawn_binary, toml};
 use crate::common::sign::ShopifyWebhook;
-use crate::common::{client, within};
+use crate::common::{client, send_json, within};
 
 /// The webhook the crash tests send as number `n`.
 fn numbered(n: u64) -> ShopifyWebhook<'static> {
@@ -73,16 +73,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_webhook() {
     let mut lost = Vec::new();
     for n in &acked {
         let h = numbered(*n);
-        let r: serde_json::Value = within("re-send", async {
-            h.request(&c, &url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        })
-        .await;
+        let r = send_json("re-send", h.request(&c, &url)).await;
         if r["status"] != "duplicate" {
             lost.push(*n);
         }

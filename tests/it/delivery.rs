@@ -10,7 +10,7 @@ use sha1::Sha1;
 use crate::common::receiver::{Answer, TestReceiver};
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::sign::ShopifyWebhook;
-use crate::common::{client, until, within};
+use crate::common::{client, get_json, send_json, until};
 
 const DEST_SECRET: &str = "dest-secret";
 
@@ -45,17 +45,7 @@ fn order(n: u64) -> ShopifyWebhook<'static> {
 }
 
 async fn post(relay: &Relay, h: &ShopifyWebhook<'_>) -> Value {
-    let c = client();
-    within("ingest", async {
-        h.request(&c, &relay.shopify_url("acme"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    })
-    .await
+    send_json("ingest", h.request(&client(), &relay.shopify_url("acme"))).await
 }
 
 #[tokio::test]
@@ -193,18 +183,12 @@ async fn client_errors_and_redirects_go_to_the_dead_letters_at_once() {
     assert_eq!(got[1].json()["messageId"], got[0].json()["messageId"]);
     assert_eq!(relay.dead_letters().await.len(), 1);
     let m = by_dest("moved");
-    let shown: Value = client()
-        .get(format!(
-            "{}/admin/dead-letters/{}",
-            relay.admin,
-            m["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = get_json(format!(
+        "{}/admin/dead-letters/{}",
+        relay.admin,
+        m["id"].as_str().unwrap()
+    ))
+    .await;
     assert!(
         shown["body"]
             .as_str()
@@ -458,14 +442,7 @@ async fn an_unmappable_webhook_is_a_dead_letter_with_its_body_and_reason() {
     let reason = dl[0]["last_error"].as_str().unwrap();
     assert!(reason.contains("line_items is not an array"), "{reason}");
     let id = dl[0]["id"].as_str().unwrap();
-    let shown: Value = client()
-        .get(format!("{}/admin/dead-letters/{id}", relay.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = get_json(format!("{}/admin/dead-letters/{id}", relay.admin)).await;
     assert!(
         shown["body"].as_str().unwrap().contains("not a list"),
         "raw body kept: {shown}"

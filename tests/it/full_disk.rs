@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-use crate::common::client;
 use crate::common::relay::{Opts, Relay, SECRET};
 use crate::common::sign::ShopifyWebhook;
+use crate::common::{client, send_json};
 
 struct Mount(tempfile::TempDir);
 
@@ -107,14 +107,7 @@ async fn full_disk_answers_503() {
             body,
             secret: SECRET,
         };
-        let v: serde_json::Value = h
-            .request(&c, &relay.shopify_url("acme"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = send_json("re-send", h.request(&c, &relay.shopify_url("acme"))).await;
         assert_eq!(
             v["status"], "duplicate",
             "webhook {i} acknowledged before the disk filled was lost: {v}"

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::sign::ShopifyWebhook;
-use crate::common::{client, within};
+use crate::common::{client, send_json, within};
 
 const NODE_RECEIVER: &str = r#"
 const http = require('http'), crypto = require('crypto');
@@ -112,14 +112,7 @@ async fn a_segment_style_node_receiver_verifies_every_event() {
     );
     let stats = within("node to verify every event twice", async {
         loop {
-            let s: Value = c
-                .get(format!("{base}/stats"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let s = send_json("node's stats", c.get(format!("{base}/stats"))).await;
             if s["bad"] != 0 || s["ok"].as_u64().unwrap() >= 2 * expected_events as u64 {
                 return s;
             }

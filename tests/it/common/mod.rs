@@ -38,20 +38,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request` and parses the answer as JSON, within [`LIMIT`].
+pub async fn send_json(what: &str, request: reqwest::RequestBuilder) -> serde_json::Value {
+    within(what, async {
+        request.send().await.unwrap().json().await.unwrap()
+    })
+    .await
+}
+
 /// GET `url` and parse the answer as JSON.
 pub async fn get_json(url: impl AsRef<str>) -> serde_json::Value {
     let url = url.as_ref();
-    within(url, async {
-        client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    })
-    .await
+    send_json(url, client().get(url)).await
 }
 
 /// GET `url` as text.
