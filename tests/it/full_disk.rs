@@ -90,6 +90,23 @@ async fn full_disk_answers_503() {
         acked >= 5,
         "only {acked} accepted before the reserve was hit"
     );
+    // Below the reserve, a webhook accepted before needs no write: still
+    // answered `duplicate` (the sender stops retrying it), and healthz stays 503.
+    let again = ShopifyWebhook {
+        topic: "orders/create",
+        event_id: Some("full-0".into()),
+        body: format!(r#"{{"id":0,"pad":"{}"}}"#, "x".repeat(400_000)).into_bytes(),
+        secret: SECRET,
+    };
+    let v = send_json("re-send below the reserve", again.request(&c, &url)).await;
+    assert_eq!(v["status"], "duplicate", "{v}");
+    let health = c
+        .get(format!("{}/healthz", relay.ingest))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(health, 503, "a duplicate is no sign the disk has room");
     let dir = relay.stop().await;
     let relay = Relay::start_in(
         Opts {
