@@ -15,7 +15,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 
-use super::{error, json};
+use super::{closing, error, json};
 use crate::config::{Config, DeliveryMode};
 use crate::metrics::Metrics;
 use crate::queue::commit::Committer;
@@ -131,7 +131,7 @@ where
     B: Buf,
 {
     let Some(target) = parse_path(tail) else {
-        return error(StatusCode::NOT_FOUND, "no such webhook URL");
+        return closing(error(StatusCode::NOT_FOUND, "no such webhook URL"));
     };
     let source = target.source;
     let reject = |reason: &str, status: StatusCode, msg: &str| {
@@ -150,40 +150,46 @@ where
     };
     let route = match ingest.routes.get(source) {
         Some(r) if r.kind == target.kind => r,
-        _ => return reject("unknown_source", StatusCode::NOT_FOUND, "no such source"),
+        _ => {
+            return closing(reject(
+                "unknown_source",
+                StatusCode::NOT_FOUND,
+                "no such source",
+            ));
+        }
     };
     if method != Method::POST {
         let mut r = reject("method", StatusCode::METHOD_NOT_ALLOWED, "use POST");
         r.headers_mut()
             .insert("allow", warp::http::HeaderValue::from_static("POST"));
-        return r;
+        return closing(r);
     }
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > ingest.max_body_bytes) {
-        return reject(
+        return closing(reject(
             "too_large",
             StatusCode::PAYLOAD_TOO_LARGE,
             "body is larger than max_body_bytes",
-        );
+        ));
     }
     let body = match read_limited(body, ingest.max_body_bytes).await {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
-            return reject(
+            return closing(reject(
                 "too_large",
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body is larger than max_body_bytes",
-            );
+            ));
         }
         Err(ReadError::Io) => {
-            return reject(
+            return closing(reject(
                 "body_read",
                 StatusCode::BAD_REQUEST,
                 "could not read the request body",
-            );
+            ));
         }
     };
     let now = (ingest.clock)();

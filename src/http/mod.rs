@@ -12,6 +12,19 @@ pub fn error(status: StatusCode, msg: &str) -> Response {
     json(status, &serde_json::json!({ "error": msg }))
 }
 
+/// `r` with `Connection: close`: for answers given before the request body
+/// was read. The server closes such a connection rather than read on (hyper
+/// does on its own), and saying so keeps a client from reusing it: without the
+/// header a keep-alive client pools the connection and its next request meets
+/// a closed socket (a broken pipe, seen in CI after a 413).
+pub fn closing(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
 /// Any serialisable value as JSON with `status`.
 pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     let mut r = warp::reply::Reply::into_response(warp::reply::json(body));

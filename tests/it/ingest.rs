@@ -119,8 +119,25 @@ async fn answer_table() {
 
     // 413: declared too large, and too large while streaming (chunked, no Content-Length).
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096)).into_bytes();
-    let (s, _) = send(hook("e7", big.clone()).request(&c, &url)).await;
-    assert_eq!(s, 413);
+    // The answer comes before the body is read, so the relay closes the
+    // connection and says so: a keep-alive client must not reuse it (its next
+    // request would meet a closed socket).
+    let r = within("413", hook("e7", big.clone()).request(&c, &url).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    // An answer given after reading the body keeps the connection.
+    let wrong = ShopifyWebhook {
+        secret: "wrong",
+        ..hook("e7", order(7))
+    };
+    let r = within("401", wrong.request(&c, &url).send()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers().get("connection"), None);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(512).map(|c| Ok(c.to_vec())).collect();
     let streamed = hook("e7", big.clone())
@@ -182,7 +199,7 @@ async fn answer_table() {
         .unwrap();
     assert!(
         metrics.contains(
-            r#"shoprelay_webhooks_rejected_total{source="acme",reason="bad_signature"} 3"#
+            r#"shoprelay_webhooks_rejected_total{source="acme",reason="bad_signature"} 4"#
         ),
         "{metrics}"
     );
