@@ -37,6 +37,9 @@ pub struct Engine {
 
 struct Lane {
     name: String,
+    /// Its destinations, in order, as relay.toml has them now: for a delivery
+    /// whose record lost its own (rebuilt after it could not be read).
+    targets: Vec<String>,
     concurrency: usize,
     /// How long to wait for more events before a batch goes out.
     linger: Duration,
@@ -71,6 +74,7 @@ impl Engine {
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
         let mut add = |name: String,
+                       targets: Vec<String>,
                        concurrency: usize,
                        linger: Duration,
                        timeout: Duration,
@@ -78,6 +82,7 @@ impl Engine {
             if names.insert(name.clone()) {
                 lanes.push(Lane {
                     name,
+                    targets,
                     concurrency: concurrency.max(1),
                     linger,
                     lease: (timeout * 10).max(Duration::from_secs(60)),
@@ -90,6 +95,7 @@ impl Engine {
             let batching = d.format != crate::config::Format::Webhook;
             add(
                 name.clone(),
+                vec![name.clone()],
                 d.concurrency,
                 if batching { d.linger } else { Duration::ZERO },
                 d.timeout,
@@ -106,6 +112,7 @@ impl Engine {
                     .sum();
                 add(
                     crate::queue::first_success_lane(name),
+                    s.destinations.clone(),
                     8,
                     Duration::ZERO,
                     timeout,
@@ -117,7 +124,14 @@ impl Engine {
         // owner, which dead-letters it with the reason (nothing waits forever).
         if let Ok(stored) = store.lanes() {
             for name in stored {
-                add(name, 1, Duration::ZERO, Duration::from_secs(5), true);
+                add(
+                    name,
+                    vec![],
+                    1,
+                    Duration::ZERO,
+                    Duration::from_secs(5),
+                    true,
+                );
             }
         }
         let mut tasks = JoinSet::new();
@@ -203,7 +217,10 @@ async fn run_lane(
             None => break,
         };
         let got = claimed.len();
-        for (c, permit) in claimed.into_iter().zip(slots.drain(..)) {
+        for (mut c, permit) in claimed.into_iter().zip(slots.drain(..)) {
+            if c.record.targets.is_empty() {
+                c.record.targets = lane.targets.clone();
+            }
             let (store, ctx, metrics, lane_name) = (
                 store.clone(),
                 ctx.clone(),

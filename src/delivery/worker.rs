@@ -118,6 +118,10 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
         Ok(e) => e,
         Err(e) => return bury(rec, started, format!("cannot map the webhook: {e}")),
     };
+    if rec.targets.is_empty() {
+        // Nothing to send to is not a delivery.
+        return bury(rec, started, "no destination to send it to".into());
+    }
     let first_success = rec.targets.len() > 1;
     let mut last: Option<Outcome> = None;
     let mut any_retryable = false;

@@ -170,7 +170,9 @@ pub fn summary(d: &DeadLetter) -> Value {
     let meta = d.webhook.as_ref().map(|w| w.meta());
     j!({
         "id": r.id.to_string(),
-        "destination": r.targets.join(","),
+        // A record rebuilt after it could not be read has no targets of its
+        // own: its lane says where a replay goes.
+        "destination": if r.targets.is_empty() { r.lane.clone() } else { r.targets.join(",") },
         "event": meta.map(|m| m.topic.clone()),
         "source": meta.map(|m| m.source.clone()),
         "webhook_id": webhook_id_string(r.id.webhook),

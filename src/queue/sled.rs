@@ -68,6 +68,8 @@ enum Debris {
     Malformed(IVec),
     Orphan(IVec, DeliveryId),
     Unreadable(IVec, DeliveryRecord, String),
+    /// The delivery record itself does not decode.
+    BadRecord(IVec, DeliveryId, String),
 }
 
 #[derive(Default)]
@@ -247,6 +249,12 @@ impl SledStore {
         self.tree.insert(wkey(w), record).unwrap();
     }
 
+    /// Writes delivery `id`'s record as given (tests of damaged records).
+    #[cfg(test)]
+    pub(crate) fn put_delivery_record(&self, id: DeliveryId, record: Vec<u8>) {
+        self.tree.insert(dkey(id), record).unwrap();
+    }
+
     /// Claims into `out` (see [`Store::claim_due`]); due entries found broken
     /// are set right afterwards, see [`Self::clear_debris`].
     fn claim_into(
@@ -273,9 +281,17 @@ impl SledStore {
             if self.leased(id, now_ms).is_some() {
                 continue; // in flight (at most the lane's concurrency of these)
             }
-            let Some(record) = self.get_delivery(id)? else {
-                debris.push(Debris::Orphan(k, id));
-                continue;
+            let record = match self.get_delivery(id) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    debris.push(Debris::Orphan(k, id));
+                    continue;
+                }
+                Err(StoreError::Corrupt(why)) => {
+                    debris.push(Debris::BadRecord(k, id, why));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let webhook = match self.get_webhook(id.webhook) {
                 Ok(Some(w)) => w,
@@ -298,8 +314,8 @@ impl SledStore {
     /// Due entries that cannot be delivered: a key that does not parse or
     /// whose record or webhook is gone (left by an older crash) is dropped; a
     /// webhook whose body cannot be read (a segment file deleted or damaged
-    /// outside the relay) becomes a dead letter that says so, rather than a
-    /// lane stuck on it. Each is checked again under its webhook's stripe, so
+    /// outside the relay), or whose delivery record does not decode, becomes a
+    /// dead letter that says so, rather than a lane stuck on it. Each is checked again under its webhook's stripe, so
     /// one that a completion removed meanwhile is not counted twice.
     fn clear_debris(&self, lane: &str, now_ms: u64, debris: Vec<Debris>) -> Result<(), StoreError> {
         for d in debris {
@@ -307,21 +323,22 @@ impl SledStore {
                 Debris::Malformed(k) => (k.clone(), None),
                 Debris::Orphan(k, id) => (k.clone(), Some(*id)),
                 Debris::Unreadable(k, rec, _) => (k.clone(), Some(rec.id)),
+                Debris::BadRecord(k, id, _) => (k.clone(), Some(*id)),
             };
             let _g = id.map(|id| self.stripe(id.webhook));
             if !self.tree.contains_key(&k).map_err(err)? {
                 continue;
             }
-            let mut batch = Batch::default();
-            batch.remove(k);
-            match d {
-                Debris::Malformed(_) => {}
+            // What the entry becomes: nothing, or a dead letter saying why.
+            let dead = match d {
+                Debris::Malformed(_) => None,
                 Debris::Orphan(_, id) => {
                     let whole = self.get_delivery(id)?.is_some()
                         && self.get_webhook(id.webhook).is_ok_and(|w| w.is_some());
                     if whole {
                         continue; // set right meanwhile
                     }
+                    None
                 }
                 Debris::Unreadable(_, mut rec, why) => {
                     tracing::error!(lane, id = %rec.id, error = %why, "stored webhook unreadable; moved to the dead letters");
@@ -329,16 +346,48 @@ impl SledStore {
                         dead_at_ms: now_ms,
                         reason: format!("the stored webhook cannot be read: {why}"),
                     };
-                    batch.insert(dkey(rec.id), encode_delivery(&rec));
-                    batch.insert(xkey(rec.id), IVec::default());
-                    self.apply(batch, |c| {
-                        c.lane(lane, -1);
-                        c.dead += 1;
-                    })?;
-                    continue;
+                    Some(rec)
                 }
+                Debris::BadRecord(_, id, why) => {
+                    if !matches!(self.get_delivery(id), Err(StoreError::Corrupt(_))) {
+                        continue; // rewritten meanwhile
+                    }
+                    tracing::error!(lane, %id, error = %why, "delivery record unreadable; moved to the dead letters");
+                    // What the record held is lost; the webhook is not. No
+                    // targets: a replay sends to the lane's destinations as
+                    // relay.toml has them then.
+                    Some(DeliveryRecord {
+                        id,
+                        lane: lane.to_string(),
+                        targets: Vec::new(),
+                        due_ms: now_ms,
+                        attempts: 0,
+                        first_attempt_at_ms: None,
+                        events_done: 0,
+                        last_error: None,
+                        last_status: None,
+                        state: DeliveryState::Dead {
+                            dead_at_ms: now_ms,
+                            reason: format!(
+                                "the delivery record cannot be read ({why}); a replay sends the webhook again to lane `{lane}`"
+                            ),
+                        },
+                    })
+                }
+            };
+            let mut batch = Batch::default();
+            batch.remove(k);
+            let buried = dead.is_some();
+            if let Some(rec) = dead {
+                batch.insert(dkey(rec.id), encode_delivery(&rec));
+                batch.insert(xkey(rec.id), IVec::default());
             }
-            self.apply(batch, |c| c.lane(lane, -1))?;
+            self.apply(batch, |c| {
+                c.lane(lane, -1);
+                if buried {
+                    c.dead += 1;
+                }
+            })?;
         }
         Ok(())
     }

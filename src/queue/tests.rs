@@ -485,3 +485,43 @@ fn a_webhook_whose_body_is_gone_becomes_a_dead_letter_that_says_so() {
     let (lanes, n) = s.stats().unwrap();
     assert_eq!((lanes["x"].pending, n), (1, 1), "{lanes:?}");
 }
+
+#[test]
+fn a_delivery_record_that_does_not_decode_becomes_a_dead_letter_and_the_lane_moves_on() {
+    let (_d, s) = store();
+    let out = s
+        .accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
+        .unwrap();
+    let AcceptOutcome::Queued(w) = out[0] else {
+        panic!("{out:?}")
+    };
+    let id = DeliveryId {
+        webhook: w,
+        slot: 0,
+    };
+    s.put_delivery_record(id, b"\xffnot a record".to_vec());
+
+    let c = s.claim_due("x", 200, 1000, 10).unwrap();
+    assert_eq!(c.len(), 1, "the other delivery is still claimed");
+    assert_eq!(c[0].webhook.meta().dedup_id, "b");
+    let dead = s.dead_letters(None, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].record.id, id);
+    assert_eq!(dead[0].record.lane, "x");
+    assert!(dead[0].record.targets.is_empty());
+    assert_eq!(dead[0].webhook.as_ref().unwrap().meta().dedup_id, "a");
+    let DeliveryState::Dead { reason, .. } = &dead[0].record.state else {
+        panic!("{:?}", dead[0].record.state)
+    };
+    assert!(
+        reason.starts_with("the delivery record cannot be read ("),
+        "{reason}"
+    );
+    let (lanes, n) = s.stats().unwrap();
+    assert_eq!((lanes["x"].pending, n), (1, 1), "{lanes:?}");
+
+    // A replay queues it again on its lane, webhook intact.
+    assert_eq!(s.replay(id, 300).unwrap().as_deref(), Some("x"));
+    let c = s.claim_due("x", 300, 2000, 10).unwrap();
+    assert!(c.iter().any(|c| c.record.id == id), "{}", c.len());
+}

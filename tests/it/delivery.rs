@@ -493,3 +493,73 @@ async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_damaged_delivery_record_becomes_a_dead_letter_and_replays_to_the_lane() {
+    // Nothing answers 2xx yet: both deliveries stay pending on disk.
+    let r = TestReceiver::with(Arc::new(|_| Answer::status(503))).await;
+    let opts = || Opts {
+        dests: vec![dest("wh", &r, "")],
+        extra: format!("{FAST_RETRY}[mapping]\nidentify_on_orders = false\n"),
+        ..Opts::default()
+    };
+    let relay = Relay::start(opts()).await;
+    post(&relay, &order(1)).await;
+    post(&relay, &order(2)).await;
+    r.wait_for(2).await;
+    let dir = relay.stop().await;
+    let sent_before = r.count();
+
+    // Damage one delivery record the way a bad disk or a bad upgrade would.
+    let damaged_webhook = {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("relay").unwrap();
+        let (k, _) = tree.scan_prefix(b"d").next().unwrap().unwrap();
+        tree.insert(&k, &b"\xffnot a delivery record"[..]).unwrap();
+        db.flush().unwrap();
+        hex::encode(&k[1..9])
+    };
+
+    r.set(Arc::new(|_| Answer::status(200)));
+    let relay = Relay::start_in(opts(), dir).await;
+    // The other webhook is delivered; the damaged one is a dead letter that
+    // says why, instead of a lane stuck on it.
+    let dl = wait_dead(&relay, 1).await;
+    let d = &dl[0];
+    assert_eq!(d["webhook_id"], damaged_webhook.as_str(), "{d}");
+    assert_eq!(d["destination"], "wh", "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the delivery record cannot be read ("),
+        "{d}"
+    );
+    relay.wait_drained().await;
+    assert_eq!(r.count(), sent_before + 1, "the undamaged webhook, once");
+
+    // Replayed, it goes to the lane's destination, signed, with the
+    // messageId its first attempt had.
+    let id = d["id"].as_str().unwrap();
+    let resp = client()
+        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = r.wait_for(sent_before + 2).await;
+    let last = got.last().unwrap();
+    assert_eq!(
+        last.header("x-signature").unwrap(),
+        sha1_hex(DEST_SECRET, &last.body)
+    );
+    assert!(
+        got[..sent_before]
+            .iter()
+            .any(|x| x.json()["messageId"] == last.json()["messageId"]),
+        "replayed with a new messageId"
+    );
+    assert!(relay.dead_letters().await.is_empty());
+    relay.wait_drained().await;
+    relay.stop().await;
+}
