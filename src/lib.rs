@@ -72,11 +72,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let dir = cfg.server.data_dir.clone();
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&dir).map_err(|error| RunError::Storage {
-            dir: dir.display().to_string(),
-            error,
-        })?);
+    let sled = SledStore::open(&dir).map_err(|error| RunError::Storage {
+        dir: dir.display().to_string(),
+        error,
+    })?;
+    sled.keep_free(cfg.server.min_free_bytes);
+    let store: Arc<dyn Store> = Arc::new(sled);
     let metrics = Arc::new(Metrics::default());
     let clock: fn() -> u64 = timefmt::now_ms;
     let (trigger, stop) = shutdown::channel();

@@ -11,6 +11,10 @@ use crate::sources::{Webhook, WebhookMeta};
 const V1: u8 = 1;
 /// Webhook records whose body is in a segment file.
 const V2: u8 = 2;
+/// Webhook records whose body is a record of its own in the tree (moved there
+/// when a delivery of it became a dead letter, so it does not keep a whole
+/// segment file).
+const V3: u8 = 3;
 
 /// Where a delivery stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,8 @@ pub enum StoredWebhook {
     Inline(Webhook),
     /// `V2`: the body in a segment file.
     Pointer(WebhookMeta, BodyRef),
+    /// `V3`: the body in its own record in the tree.
+    InTree(WebhookMeta),
 }
 
 /// `V2 ++ meta_len (u32 BE) ++ meta JSON ++ body pointer`: the body itself,
@@ -112,6 +118,16 @@ pub fn encode_webhook(meta: &WebhookMeta, body: BodyRef) -> Vec<u8> {
     out
 }
 
+/// `V3 ++ meta_len (u32 BE) ++ meta JSON`: the body is stored beside it.
+pub fn encode_webhook_in_tree(meta: &WebhookMeta) -> Vec<u8> {
+    let meta = serde_json::to_vec(meta).unwrap_or_default();
+    let mut out = Vec::with_capacity(5 + meta.len());
+    out.push(V3);
+    out.extend((meta.len() as u32).to_be_bytes());
+    out.extend(meta);
+    out
+}
+
 /// Whether a stored webhook record points into a body segment.
 pub fn points_to_segment(bytes: &[u8]) -> bool {
     bytes.first() == Some(&V2)
@@ -121,7 +137,7 @@ pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
     let (&v, rest) = bytes
         .split_first()
         .ok_or_else(|| corrupt("webhook", "empty"))?;
-    if v != V1 && v != V2 {
+    if !matches!(v, V1 | V2 | V3) {
         return Err(corrupt("webhook", format!("unknown version {v}")));
     }
     if rest.len() < 4 {
@@ -139,6 +155,13 @@ pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
             meta,
             Bytes::copy_from_slice(tail),
         )));
+    }
+    if v == V3 {
+        return if tail.is_empty() {
+            Ok(StoredWebhook::InTree(meta))
+        } else {
+            Err(corrupt("webhook", "bytes after the meta"))
+        };
     }
     let body = BodyRef::decode(tail).ok_or_else(|| corrupt("webhook", "bad body pointer"))?;
     Ok(StoredWebhook::Pointer(meta, body))

@@ -9,6 +9,7 @@
 //! | `d` | webhook id, slot | delivery record |
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
+//! | `b` | webhook id | the body of a webhook with a dead letter (record `V3`) |
 //! | `l` | webhook id, slot | — (leased when a relay before 0.2 stopped; no longer written) |
 //!
 //! sled facts this relies on (DESIGN.md): writes are lost on a crash unless
@@ -27,13 +28,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ::sled::{Batch, IVec, Tree};
 
 use super::bodies::Bodies;
 use super::record::{
     StoredWebhook, decode_delivery, decode_webhook, encode_delivery, encode_webhook,
-    points_to_segment,
+    encode_webhook_in_tree, points_to_segment,
 };
 use super::*;
 
@@ -61,7 +63,17 @@ pub struct SledStore {
     /// Deliveries claimed and not yet finished, with the lease end (ms):
     /// until then no claim returns them. Only this process's claims.
     leases: Mutex<HashMap<DeliveryId, u64>>,
+    /// Free disk that moving a dead letter's body into the tree must leave
+    /// (sled hangs rather than fails on a full disk).
+    keep_free: AtomicU64,
+    /// Dead letters buried before bodies moved into the tree have been moved.
+    moved_old_dead: AtomicBool,
 }
+
+/// Largest body moved into the tree with its dead letter; a larger one keeps
+/// its segment (sled rewrites a whole leaf, and past 128 KiB a leaf is a file
+/// of its own).
+const MOVE_MAX_BYTES: usize = 64 << 10;
 
 /// A due entry that cannot be claimed (see [`SledStore::clear_debris`]).
 enum Debris {
@@ -106,6 +118,9 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 
 fn wkey(w: WebhookId) -> Vec<u8> {
     key(b'w', &[&be(w)])
+}
+fn bkey(w: WebhookId) -> Vec<u8> {
+    key(b'b', &[&be(w)])
 }
 fn dkey(id: DeliveryId) -> Vec<u8> {
     key(b'd', &[&be(id.webhook), &[id.slot]])
@@ -177,6 +192,8 @@ impl SledStore {
             stripes,
             counts: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
+            keep_free: AtomicU64::new(256 << 20),
+            moved_old_dead: AtomicBool::new(false),
         })
     }
 
@@ -210,17 +227,72 @@ impl SledStore {
             .transpose()
     }
 
+    /// Free disk (bytes) that writes other than accepts must leave: the
+    /// accept reserve, `min_free_bytes`.
+    pub fn keep_free(&self, bytes: u64) {
+        self.keep_free.store(bytes, Ordering::Relaxed);
+    }
+
     pub(crate) fn get_webhook(&self, w: WebhookId) -> Result<Option<Webhook>, StoreError> {
-        self.tree
-            .get(wkey(w))
-            .map_err(err)?
-            .map(|v| match decode_webhook(&v)? {
-                StoredWebhook::Inline(w) => Ok(w),
-                StoredWebhook::Pointer(meta, at) => {
-                    Ok(Webhook::from_store(meta, self.bodies.read(at)?.into()))
-                }
-            })
-            .transpose()
+        match self.read_webhook(w) {
+            // The body may have moved into the tree (and its segment gone)
+            // between reading the record and reading the body: read again.
+            Err(StoreError::Corrupt(_)) => self.read_webhook(w),
+            other => other,
+        }
+    }
+
+    fn read_webhook(&self, w: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        let Some(v) = self.tree.get(wkey(w)).map_err(err)? else {
+            return Ok(None);
+        };
+        match decode_webhook(&v)? {
+            StoredWebhook::Inline(w) => Ok(Some(w)),
+            StoredWebhook::Pointer(meta, at) => Ok(Some(Webhook::from_store(
+                meta,
+                self.bodies.read(at)?.into(),
+            ))),
+            StoredWebhook::InTree(meta) => match self.tree.get(bkey(w)).map_err(err)? {
+                Some(body) => Ok(Some(Webhook::from_store(
+                    meta,
+                    bytes::Bytes::copy_from_slice(&body),
+                ))),
+                None => Err(StoreError::Corrupt(format!(
+                    "the body of webhook {} is missing",
+                    webhook_id_string(w)
+                ))),
+            },
+        }
+    }
+
+    /// Adds to `batch` the move of webhook `w`'s body from its segment into
+    /// the tree, so that a dead letter does not keep a whole segment file
+    /// (up to 64 MiB) until it is purged. Nothing is added when the body is
+    /// elsewhere already, unreadable, larger than [`MOVE_MAX_BYTES`], or the
+    /// disk is short of room. Caller holds `w`'s stripe.
+    fn move_body_into_tree(&self, w: WebhookId, batch: &mut Batch) -> Result<(), StoreError> {
+        let Some(v) = self.tree.get(wkey(w)).map_err(err)? else {
+            return Ok(());
+        };
+        let Ok(StoredWebhook::Pointer(meta, at)) = decode_webhook(&v) else {
+            return Ok(());
+        };
+        let len = at.len as usize;
+        let room = self
+            .keep_free
+            .load(Ordering::Relaxed)
+            .saturating_add(4 * len as u64);
+        if len > MOVE_MAX_BYTES || self.free_bytes().is_none_or(|free| free < room) {
+            return Ok(());
+        }
+        let body = match self.bodies.read(at) {
+            Ok(b) => b,
+            Err(StoreError::Corrupt(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        batch.insert(bkey(w), body);
+        batch.insert(wkey(w), encode_webhook_in_tree(&meta));
+        Ok(())
     }
 
     /// Body segment files (for tests).
@@ -247,6 +319,26 @@ impl SledStore {
     #[cfg(test)]
     pub(crate) fn put_webhook_record(&self, w: WebhookId, record: Vec<u8>) {
         self.tree.insert(wkey(w), record).unwrap();
+    }
+
+    /// Number of keys with `prefix` (tests).
+    #[cfg(test)]
+    pub(crate) fn keys_with_prefix(&self, prefix: u8) -> usize {
+        self.tree.scan_prefix([prefix]).count()
+    }
+
+    /// Buries as relays did before dead letters' bodies moved into the tree
+    /// (tests of the upgrade path).
+    #[cfg(test)]
+    pub(crate) fn bury_keeping_segment(&self, rec: &DeliveryRecord) {
+        let mut batch = Batch::default();
+        batch.insert(dkey(rec.id), encode_delivery(rec));
+        batch.insert(xkey(rec.id), IVec::default());
+        if let Some(old) = self.get_delivery(rec.id).unwrap() {
+            batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+        }
+        self.tree.apply_batch(batch).unwrap();
+        self.leases().remove(&rec.id);
     }
 
     /// Writes delivery `id`'s record as given (tests of damaged records).
@@ -449,6 +541,7 @@ impl SledStore {
                 .any(|k| k.map_or(true, |k| !removing.contains(k.as_ref())));
             if !others {
                 batch.remove(wkey(w));
+                batch.remove(bkey(w)); // (a no-op unless a dead letter moved it there)
             }
         }
     }
@@ -654,6 +747,7 @@ impl Store for SledStore {
             batch.remove(qkey(&old.lane, old.due_ms, rec.id));
             batch.insert(dkey(rec.id), encode_delivery(rec));
             batch.insert(xkey(rec.id), IVec::default());
+            self.move_body_into_tree(rec.id.webhook, &mut batch)?;
             let was_pending = old.state == DeliveryState::Pending;
             self.apply(batch, |c| {
                 if was_pending {
@@ -803,6 +897,17 @@ impl Store for SledStore {
     }
 
     fn reclaim(&self) -> Result<u64, StoreError> {
+        if !self.moved_old_dead.swap(true, Ordering::Relaxed) {
+            // Dead letters buried before their bodies moved into the tree.
+            for kv in self.tree.scan_prefix([b'x']) {
+                let (k, _) = kv.map_err(err)?;
+                let w = read_u64(&k[1..]);
+                let _g = self.stripe(w);
+                let mut batch = Batch::default();
+                self.move_body_into_tree(w, &mut batch)?;
+                self.apply(batch, |_| {})?;
+            }
+        }
         let mut unused = Vec::new();
         for (first, end) in self.bodies.closed() {
             // In use while a webhook in its id range points into it (a dead

@@ -420,7 +420,8 @@ fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
     assert_eq!(bodies, [&br#"{"n":"c1"}"#[..], br#"{"n":"d1"}"#]);
     assert!(s.reclaim().unwrap() > 0);
     assert_eq!(s.body_segments(), 1);
-    // A dead letter keeps its body (and so its segment) until purged.
+    // A dead letter's body moves into the tree: its segment goes, the body
+    // stays readable, through a restart, a replay and the delivery after it.
     let mut dead = again[0].record.clone();
     dead.state = DeliveryState::Dead {
         dead_at_ms: 3000,
@@ -428,12 +429,56 @@ fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
     };
     s.bury(&dead).unwrap();
     s.complete(again[1].record.id).unwrap();
-    assert_eq!(s.reclaim().unwrap(), 0);
-    let letter = s.dead_letter(dead.id).unwrap().unwrap();
-    assert_eq!(&letter.webhook.unwrap().body()[..], br#"{"n":"c1"}"#);
-    s.purge(dead.id).unwrap();
     assert!(s.reclaim().unwrap() > 0);
     assert_eq!((s.body_segments(), segments_on_disk()), (0, 0));
+    let letter = s.dead_letter(dead.id).unwrap().unwrap();
+    assert_eq!(&letter.webhook.unwrap().body()[..], br#"{"n":"c1"}"#);
+    drop(s);
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    assert_eq!(s.replay(dead.id, 4000).unwrap().as_deref(), Some("x"));
+    let c = s.claim_due("x", 4000, 5000, 10).unwrap();
+    assert_eq!(&c[0].webhook.body()[..], br#"{"n":"c1"}"#);
+    assert_eq!(s.keys_with_prefix(b'b'), 1);
+    s.complete(dead.id).unwrap();
+    assert_eq!((s.keys_with_prefix(b'b'), s.keys_with_prefix(b'w')), (0, 0));
+}
+
+#[test]
+fn a_large_body_stays_in_its_segment_when_dead_and_old_dead_letters_move_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 << 10));
+    s.accept_batch(&[accept_body("big", &["x"], &big)], 100)
+        .unwrap();
+    s.accept_batch(&[accept_body("small", &["x"], "{}")], 100)
+        .unwrap();
+    s.accept_batch(&[accept("last", &["x"])], 100).unwrap();
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    let bury = |rec: &DeliveryRecord| {
+        let mut dead = rec.clone();
+        dead.state = DeliveryState::Dead {
+            dead_at_ms: 100,
+            reason: "test".into(),
+        };
+        dead
+    };
+    // Larger than a tree record should be: it keeps its segment.
+    s.bury(&bury(&c[0].record)).unwrap();
+    assert_eq!(s.keys_with_prefix(b'b'), 0);
+    // A dead letter as a relay before this change left it: body in its segment.
+    let small = bury(&c[1].record);
+    s.bury_keeping_segment(&small);
+    assert_eq!(s.body_segments(), 3);
+    drop(s);
+
+    // At start, reclaim moves the old one's body and frees its segment.
+    let s = SledStore::open_with(dir.path(), 1).unwrap();
+    assert_eq!(s.reclaim().unwrap(), 2);
+    assert_eq!(s.keys_with_prefix(b'b'), 1);
+    let letter = s.dead_letter(small.id).unwrap().unwrap();
+    assert_eq!(&letter.webhook.unwrap().body()[..], b"{}");
+    let letter = s.dead_letter(c[0].record.id).unwrap().unwrap();
+    assert_eq!(letter.webhook.unwrap().body().len(), big.len());
 }
 
 #[test]
@@ -524,4 +569,21 @@ fn a_delivery_record_that_does_not_decode_becomes_a_dead_letter_and_the_lane_mov
     assert_eq!(s.replay(id, 300).unwrap().as_deref(), Some("x"));
     let c = s.claim_due("x", 300, 2000, 10).unwrap();
     assert!(c.iter().any(|c| c.record.id == id), "{}", c.len());
+}
+
+#[test]
+fn a_dead_letter_body_stays_in_its_segment_when_the_disk_is_short_of_room() {
+    let (_d, s) = store();
+    s.keep_free(u64::MAX);
+    s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    let mut dead = c[0].record.clone();
+    dead.state = DeliveryState::Dead {
+        dead_at_ms: 100,
+        reason: "test".into(),
+    };
+    s.bury(&dead).unwrap();
+    assert_eq!(s.keys_with_prefix(b'b'), 0, "no write sled could hang on");
+    let letter = s.dead_letter(dead.id).unwrap().unwrap();
+    assert_eq!(&letter.webhook.unwrap().body()[..], br#"{"id":1}"#);
 }
