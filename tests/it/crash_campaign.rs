@@ -125,7 +125,14 @@ async fn crash_campaign_loses_no_acknowledged_webhook() {
                 }
             }));
         }
-        let kill_after = Duration::from_millis(rand::random_range(300..2500));
+        // Under load first (a slow machine may take a while to answer the
+        // first webhook), then a random moment.
+        let before = acked.lock().unwrap().len();
+        crate::common::until("the round's first acknowledgement", || {
+            acked.lock().unwrap().len() > before
+        })
+        .await;
+        let kill_after = Duration::from_millis(rand::random_range(0..2200));
         tokio::time::sleep(kill_after).await;
         relay.child.kill().unwrap(); // SIGKILL, mid-load, mid-delivery
         relay.child.wait().unwrap();
@@ -135,7 +142,7 @@ async fn crash_campaign_loses_no_acknowledged_webhook() {
         }
         sent_total = next.load(Ordering::Relaxed);
         eprintln!(
-            "crash campaign round {}: killed after {kill_after:?}; acked so far {}, delivered so far {}",
+            "crash campaign round {}: killed {kill_after:?} after its first ack; acked so far {}, delivered so far {}",
             round + 1,
             acked.lock().unwrap().len(),
             seen.lock().unwrap().message_ids.len()
