@@ -269,13 +269,13 @@ impl SledStore {
     /// the tree, so that a dead letter does not keep a whole segment file
     /// (up to 64 MiB) until it is purged. Nothing is added when the body is
     /// elsewhere already, unreadable, larger than [`MOVE_MAX_BYTES`], or the
-    /// disk is short of room. Caller holds `w`'s stripe.
-    fn move_body_into_tree(&self, w: WebhookId, batch: &mut Batch) -> Result<(), StoreError> {
+    /// disk is short of room. Caller holds `w`'s stripe. True if added.
+    fn move_body_into_tree(&self, w: WebhookId, batch: &mut Batch) -> Result<bool, StoreError> {
         let Some(v) = self.tree.get(wkey(w)).map_err(err)? else {
-            return Ok(());
+            return Ok(false);
         };
         let Ok(StoredWebhook::Pointer(meta, at)) = decode_webhook(&v) else {
-            return Ok(());
+            return Ok(false);
         };
         let len = at.len as usize;
         let room = self
@@ -283,16 +283,16 @@ impl SledStore {
             .load(Ordering::Relaxed)
             .saturating_add(4 * len as u64);
         if len > MOVE_MAX_BYTES || self.free_bytes().is_none_or(|free| free < room) {
-            return Ok(());
+            return Ok(false);
         }
         let body = match self.bodies.read(at) {
             Ok(b) => b,
-            Err(StoreError::Corrupt(_)) => return Ok(()),
+            Err(StoreError::Corrupt(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
         batch.insert(bkey(w), body);
         batch.insert(wkey(w), encode_webhook_in_tree(&meta));
-        Ok(())
+        Ok(true)
     }
 
     /// Body segment files (for tests).
@@ -407,8 +407,9 @@ impl SledStore {
     /// whose record or webhook is gone (left by an older crash) is dropped; a
     /// webhook whose body cannot be read (a segment file deleted or damaged
     /// outside the relay), or whose delivery record does not decode, becomes a
-    /// dead letter that says so, rather than a lane stuck on it. Each is checked again under its webhook's stripe, so
-    /// one that a completion removed meanwhile is not counted twice.
+    /// dead letter that says so, rather than a lane stuck on it. Each is
+    /// checked again under its webhook's stripe, so one that a completion
+    /// removed meanwhile is not counted twice.
     fn clear_debris(&self, lane: &str, now_ms: u64, debris: Vec<Debris>) -> Result<(), StoreError> {
         for d in debris {
             let (k, id) = match &d {
@@ -473,6 +474,7 @@ impl SledStore {
             if let Some(rec) = dead {
                 batch.insert(dkey(rec.id), encode_delivery(&rec));
                 batch.insert(xkey(rec.id), IVec::default());
+                self.move_body_into_tree(rec.id.webhook, &mut batch)?;
             }
             self.apply(batch, |c| {
                 c.lane(lane, -1);
@@ -897,16 +899,18 @@ impl Store for SledStore {
     }
 
     fn reclaim(&self) -> Result<u64, StoreError> {
-        if !self.moved_old_dead.swap(true, Ordering::Relaxed) {
+        if !self.moved_old_dead.load(Ordering::Relaxed) {
             // Dead letters buried before their bodies moved into the tree.
             for kv in self.tree.scan_prefix([b'x']) {
                 let (k, _) = kv.map_err(err)?;
                 let w = read_u64(&k[1..]);
                 let _g = self.stripe(w);
                 let mut batch = Batch::default();
-                self.move_body_into_tree(w, &mut batch)?;
-                self.apply(batch, |_| {})?;
+                if self.move_body_into_tree(w, &mut batch)? {
+                    self.apply(batch, |_| {})?;
+                }
             }
+            self.moved_old_dead.store(true, Ordering::Relaxed);
         }
         let mut unused = Vec::new();
         for (first, end) in self.bodies.closed() {
