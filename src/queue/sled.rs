@@ -167,6 +167,37 @@ fn err(e: ::sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// How long opening waits for another holder of the data dir's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled in `dir`. sled takes an exclusive lock on its file; a store
+/// closed a moment ago in this process can still hold it while sled's
+/// background threads finish (sled's own tests block on it for that reason),
+/// so a lock held by someone else is waited for, a short while, before it is
+/// reported as what it most likely is: another relay on the same `data_dir`.
+fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(::sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Backend(
+                        "it is in use by another process (is another relay running on this data_dir?)"
+                            .into(),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
@@ -176,11 +207,7 @@ impl SledStore {
     /// Opens with body segments of `segment_bytes` (small in tests, so that
     /// a few webhooks span several segments).
     pub(crate) fn open_with(dir: &Path, segment_bytes: u64) -> Result<SledStore, StoreError> {
-        let db = ::sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(err)?;
+        let db = open_db(dir)?;
         let tree = db.open_tree("relay").map_err(err)?;
         let bodies = Bodies::open(&dir.join("bodies"), segment_bytes)?;
         let stripes = (0..64).map(|_| Mutex::new(())).collect();

@@ -226,3 +226,26 @@ async fn unreachable_admin_api_and_bad_arguments() {
         r.err
     );
 }
+
+#[tokio::test]
+async fn a_second_relay_on_the_same_data_dir_says_so_and_exits() {
+    let relay = Relay::start(Opts::default()).await;
+    let cfg = relay.dir.path().join("second.toml");
+    std::fs::write(
+        &cfg,
+        crate::common::relay::toml(&Opts::default(), relay.dir.path()),
+    )
+    .unwrap();
+    let r = shoprelay(&["serve", "--config", cfg.to_str().unwrap()], &[]).await;
+    assert_eq!(r.code, 1, "{}", r.err);
+    let line = r.err.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: cannot open the database in ")
+            && line.ends_with(
+                "it is in use by another process (is another relay running on this data_dir?)"
+            ),
+        "{}",
+        r.err
+    );
+    relay.stop().await;
+}
