@@ -72,10 +72,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let dir = cfg.server.data_dir.clone();
-    let sled = SledStore::open(&dir).map_err(|error| RunError::Storage {
-        dir: dir.display().to_string(),
-        error,
-    })?;
+    // Off the async workers: opening may wait for the data dir's lock.
+    let opening = dir.clone();
+    let sled = tokio::task::spawn_blocking(move || SledStore::open(&opening))
+        .await
+        .map_err(|e| queue::StoreError::Backend(format!("opening the database panicked: {e}")))
+        .and_then(|r| r)
+        .map_err(|error| RunError::Storage {
+            dir: dir.display().to_string(),
+            error,
+        })?;
     sled.keep_free(cfg.server.min_free_bytes);
     let store: Arc<dyn Store> = Arc::new(sled);
     let metrics = Arc::new(Metrics::default());

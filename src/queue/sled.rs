@@ -71,9 +71,10 @@ pub struct SledStore {
 }
 
 /// Largest body moved into the tree with its dead letter; a larger one keeps
-/// its segment (sled rewrites a whole leaf, and past 128 KiB a leaf is a file
-/// of its own).
-const MOVE_MAX_BYTES: usize = 64 << 10;
+/// its segment. sled splits a leaf past 16 entries and writes a page over
+/// 128 KiB as a blob file of its own, which it never fsyncs: 17 bodies of
+/// 7 KiB and their keys stay under that, so no leaf of bodies becomes one.
+const MOVE_MAX_BYTES: usize = 7 << 10;
 
 /// A due entry that cannot be claimed (see [`SledStore::clear_debris`]).
 enum Debris {
@@ -184,12 +185,16 @@ fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
             .open()
         {
             Ok(db) => return Ok(db),
-            Err(::sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+            // sled's message for a lock someone else holds (EWOULDBLOCK);
+            // any other failure to lock is reported as it is.
+            Err(::sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && e.to_string().contains("WouldBlock") =>
+            {
                 if started.elapsed() >= LOCK_WAIT {
-                    return Err(StoreError::Backend(
-                        "it is in use by another process (is another relay running on this data_dir?)"
-                            .into(),
-                    ));
+                    return Err(StoreError::Backend(format!(
+                        "it is in use by another process (is another relay running on this data_dir?): {e}"
+                    )));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -295,31 +300,41 @@ impl SledStore {
     /// Adds to `batch` the move of webhook `w`'s body from its segment into
     /// the tree, so that a dead letter does not keep a whole segment file
     /// (up to 64 MiB) until it is purged. Nothing is added when the body is
-    /// elsewhere already, unreadable, larger than [`MOVE_MAX_BYTES`], or the
-    /// disk is short of room. Caller holds `w`'s stripe. True if added.
-    fn move_body_into_tree(&self, w: WebhookId, batch: &mut Batch) -> Result<bool, StoreError> {
-        let Some(v) = self.tree.get(wkey(w)).map_err(err)? else {
-            return Ok(false);
+    /// elsewhere already, cannot be read, is larger than [`MOVE_MAX_BYTES`],
+    /// or the disk is short of room (`unflushed`: bytes already moved and not
+    /// yet flushed, which free space does not show yet). Never an error: the
+    /// move is an economy, and the caller's write must not fail for it.
+    /// Caller holds `w`'s stripe. Returns the bytes moved.
+    fn move_body_into_tree(&self, w: WebhookId, batch: &mut Batch, unflushed: u64) -> u64 {
+        let Ok(Some(v)) = self.tree.get(wkey(w)) else {
+            return 0;
         };
+        if !points_to_segment(&v) {
+            return 0;
+        }
         let Ok(StoredWebhook::Pointer(meta, at)) = decode_webhook(&v) else {
-            return Ok(false);
+            return 0;
         };
-        let len = at.len as usize;
+        let len = u64::from(at.len);
         let room = self
             .keep_free
             .load(Ordering::Relaxed)
-            .saturating_add(4 * len as u64);
-        if len > MOVE_MAX_BYTES || self.free_bytes().is_none_or(|free| free < room) {
-            return Ok(false);
+            .saturating_add(unflushed)
+            .saturating_add(4 * len);
+        if len > MOVE_MAX_BYTES as u64 || self.free_bytes().is_none_or(|free| free < room) {
+            return 0;
         }
-        let body = match self.bodies.read(at) {
-            Ok(b) => b,
-            Err(StoreError::Corrupt(_)) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        batch.insert(bkey(w), body);
-        batch.insert(wkey(w), encode_webhook_in_tree(&meta));
-        Ok(true)
+        match self.bodies.read(at) {
+            Ok(body) => {
+                batch.insert(bkey(w), body);
+                batch.insert(wkey(w), encode_webhook_in_tree(&meta));
+                len
+            }
+            Err(e) => {
+                tracing::warn!(webhook = %webhook_id_string(w), error = %e, "dead letter's body left in its segment");
+                0
+            }
+        }
     }
 
     /// Body segment files (for tests).
@@ -438,6 +453,9 @@ impl SledStore {
     /// checked again under its webhook's stripe, so one that a completion
     /// removed meanwhile is not counted twice.
     fn clear_debris(&self, lane: &str, now_ms: u64, debris: Vec<Debris>) -> Result<(), StoreError> {
+        // A lane being emptied claims with a time far in the future (to
+        // take everything); a dead letter is dated by the clock.
+        let now_ms = now_ms.min(crate::timefmt::now_ms());
         for d in debris {
             let (k, id) = match &d {
                 Debris::Malformed(k) => (k.clone(), None),
@@ -501,7 +519,7 @@ impl SledStore {
             if let Some(rec) = dead {
                 batch.insert(dkey(rec.id), encode_delivery(&rec));
                 batch.insert(xkey(rec.id), IVec::default());
-                self.move_body_into_tree(rec.id.webhook, &mut batch)?;
+                self.move_body_into_tree(rec.id.webhook, &mut batch, 0);
             }
             self.apply(batch, |c| {
                 c.lane(lane, -1);
@@ -776,7 +794,7 @@ impl Store for SledStore {
             batch.remove(qkey(&old.lane, old.due_ms, rec.id));
             batch.insert(dkey(rec.id), encode_delivery(rec));
             batch.insert(xkey(rec.id), IVec::default());
-            self.move_body_into_tree(rec.id.webhook, &mut batch)?;
+            self.move_body_into_tree(rec.id.webhook, &mut batch, 0);
             let was_pending = old.state == DeliveryState::Pending;
             self.apply(batch, |c| {
                 if was_pending {
@@ -927,14 +945,22 @@ impl Store for SledStore {
 
     fn reclaim(&self) -> Result<u64, StoreError> {
         if !self.moved_old_dead.load(Ordering::Relaxed) {
-            // Dead letters buried before their bodies moved into the tree.
+            // Dead letters buried before their bodies moved into the tree;
+            // flushed every 8 MiB so that free space keeps telling the truth.
+            let mut unflushed = 0;
             for kv in self.tree.scan_prefix([b'x']) {
                 let (k, _) = kv.map_err(err)?;
                 let w = read_u64(&k[1..]);
                 let _g = self.stripe(w);
                 let mut batch = Batch::default();
-                if self.move_body_into_tree(w, &mut batch)? {
+                let moved = self.move_body_into_tree(w, &mut batch, unflushed);
+                if moved > 0 {
                     self.apply(batch, |_| {})?;
+                    unflushed += moved;
+                }
+                if unflushed > 8 << 20 {
+                    self.db.flush().map_err(err)?;
+                    unflushed = 0;
                 }
             }
             self.moved_old_dead.store(true, Ordering::Relaxed);

@@ -241,8 +241,8 @@ async fn a_second_relay_on_the_same_data_dir_says_so_and_exits() {
     let line = r.err.lines().last().unwrap_or_default();
     assert!(
         line.starts_with("error: cannot open the database in ")
-            && line.ends_with(
-                "it is in use by another process (is another relay running on this data_dir?)"
+            && line.contains(
+                "it is in use by another process (is another relay running on this data_dir?): "
             ),
         "{}",
         r.err
