@@ -496,17 +496,45 @@ async fn wait_dead(relay: &Relay, n: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_damaged_delivery_record_becomes_a_dead_letter_and_replays_to_the_lane() {
+    damaged_record_then_replay(false).await;
+}
+
+#[tokio::test]
+async fn a_damaged_first_success_record_replays_to_the_first_destination() {
+    damaged_record_then_replay(true).await;
+}
+
+/// Two webhooks pending on disk, one delivery record damaged between two
+/// runs: the other is delivered, the damaged one is a dead letter saying
+/// why, and its replay reaches the (first) destination relay.toml has for
+/// its lane, signed, with the messageId it had before.
+async fn damaged_record_then_replay(first_success: bool) {
     // Nothing answers 2xx yet: both deliveries stay pending on disk.
     let r = TestReceiver::with(Arc::new(|_| Answer::status(503))).await;
+    let second = TestReceiver::with(Arc::new(|_| Answer::status(503))).await;
     let opts = || Opts {
-        dests: vec![dest("wh", &r, "")],
+        dests: if first_success {
+            vec![dest("first", &r, ""), dest("second", &second, "")]
+        } else {
+            vec![dest("wh", &r, "")]
+        },
+        acme_extra: if first_success {
+            "delivery = \"first-success\"".into()
+        } else {
+            String::new()
+        },
         extra: format!("{FAST_RETRY}[mapping]\nidentify_on_orders = false\n"),
         ..Opts::default()
     };
     let relay = Relay::start(opts()).await;
     post(&relay, &order(1)).await;
     post(&relay, &order(2)).await;
-    r.wait_for(2).await;
+    let tried = |n: &str| {
+        r.received()
+            .iter()
+            .any(|x| x.json()["properties"]["order_id"] == n)
+    };
+    until("both webhooks tried once", || tried("1") && tried("2")).await;
     let dir = relay.stop().await;
     let sent_before = r.count();
 
@@ -522,12 +550,15 @@ async fn a_damaged_delivery_record_becomes_a_dead_letter_and_replays_to_the_lane
 
     r.set(Arc::new(|_| Answer::status(200)));
     let relay = Relay::start_in(opts(), dir).await;
-    // The other webhook is delivered; the damaged one is a dead letter that
-    // says why, instead of a lane stuck on it.
     let dl = wait_dead(&relay, 1).await;
     let d = &dl[0];
     assert_eq!(d["webhook_id"], damaged_webhook.as_str(), "{d}");
-    assert_eq!(d["destination"], "wh", "{d}");
+    let lane = if first_success {
+        "first-success:acme"
+    } else {
+        "wh"
+    };
+    assert_eq!(d["destination"], lane, "{d}");
     assert!(
         d["last_error"]
             .as_str()
@@ -538,8 +569,6 @@ async fn a_damaged_delivery_record_becomes_a_dead_letter_and_replays_to_the_lane
     relay.wait_drained().await;
     assert_eq!(r.count(), sent_before + 1, "the undamaged webhook, once");
 
-    // Replayed, it goes to the lane's destination, signed, with the
-    // messageId its first attempt had.
     let id = d["id"].as_str().unwrap();
     let resp = client()
         .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))

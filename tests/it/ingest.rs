@@ -13,6 +13,19 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     (status, body)
 }
 
+/// Sends a request the relay refuses before reading its body: it must say
+/// `Connection: close` (it closes the connection). Returns the status.
+async fn send_refused_unread(req: reqwest::RequestBuilder) -> u16 {
+    let r = within("refusal", req.send()).await.unwrap();
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "{} without Connection: close",
+        r.status()
+    );
+    r.status().as_u16()
+}
+
 fn order(id: u64) -> Vec<u8> {
     format!(r#"{{"id":{id},"email":"buyer@example.com","total_price":"10.00","line_items":[]}}"#)
         .into_bytes()
@@ -79,9 +92,7 @@ async fn answer_table() {
 
     // 404: unknown source; a convertedin source on the Shopify URL and back.
     assert_eq!(
-        send(hook("e4", order(4)).request(&c, &relay.shopify_url("nope")))
-            .await
-            .0,
+        send_refused_unread(hook("e4", order(4)).request(&c, &relay.shopify_url("nope"))).await,
         404
     );
     assert_eq!(
@@ -94,8 +105,7 @@ async fn answer_table() {
     assert_eq!(send(hook("e4", order(4)).request(&c, &ci_url)).await.0, 404);
 
     // 405: not POST.
-    let (s, _) = send(c.get(&url)).await;
-    assert_eq!(s, 405);
+    assert_eq!(send_refused_unread(c.get(&url)).await, 405);
 
     // 400: no topic, not an object, not JSON, nested too deep — all correctly signed.
     let no_topic = c
@@ -122,13 +132,9 @@ async fn answer_table() {
     // The answer comes before the body is read, so the relay closes the
     // connection and says so: a keep-alive client must not reuse it (its next
     // request would meet a closed socket).
-    let r = within("413", hook("e7", big.clone()).request(&c, &url).send())
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 413);
     assert_eq!(
-        r.headers().get("connection").map(|v| v.as_bytes()),
-        Some(&b"close"[..])
+        send_refused_unread(hook("e7", big.clone()).request(&c, &url)).await,
+        413
     );
     // An answer given after reading the body keeps the connection.
     let wrong = ShopifyWebhook {
@@ -145,7 +151,7 @@ async fn answer_table() {
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )));
-    assert_eq!(send(streamed).await.0, 413);
+    assert_eq!(send_refused_unread(streamed).await, 413);
     // A small chunked body is fine (no 411).
     let small = order(8);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
