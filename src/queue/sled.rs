@@ -9,7 +9,7 @@
 //! | `d` | webhook id, slot | delivery record |
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
-//! | `b` | webhook id | the body of a webhook with a dead letter (record `V3`) |
+//! | `b` | webhook id, chunk no. (u32) | the body of a webhook with a dead letter, in 7 KiB chunks (record `V3`) |
 //! | `l` | webhook id, slot | — (leased when a relay before 0.2 stopped; no longer written) |
 //!
 //! sled facts this relies on (DESIGN.md): writes are lost on a crash unless
@@ -70,11 +70,16 @@ pub struct SledStore {
     moved_old_dead: AtomicBool,
 }
 
-/// Largest body moved into the tree with its dead letter; a larger one keeps
-/// its segment. sled splits a leaf past 16 entries and writes a page over
-/// 128 KiB as a blob file of its own, which it never fsyncs: 17 bodies of
-/// 7 KiB and their keys stay under that, so no leaf of bodies becomes one.
-const MOVE_MAX_BYTES: usize = 7 << 10;
+/// Largest body moved into the tree with its dead letter (the default
+/// `max_body_bytes`); a larger one keeps its segment until purged, rather
+/// than make one write of thousands of records.
+const MOVE_MAX_BYTES: usize = 1 << 20;
+
+/// A moved body is stored in chunks of at most this. sled splits a leaf past
+/// 16 entries and writes a page over 128 KiB as a blob file of its own, which
+/// it never fsyncs: 17 chunks of 7 KiB and their keys stay under that, so no
+/// leaf of bodies becomes one.
+const CHUNK_BYTES: usize = 7 << 10;
 
 /// A due entry that cannot be claimed (see [`SledStore::clear_debris`]).
 enum Debris {
@@ -120,8 +125,12 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 fn wkey(w: WebhookId) -> Vec<u8> {
     key(b'w', &[&be(w)])
 }
+/// The prefix of webhook `w`'s body chunks.
 fn bkey(w: WebhookId) -> Vec<u8> {
     key(b'b', &[&be(w)])
+}
+fn bchunk(w: WebhookId, n: u32) -> Vec<u8> {
+    key(b'b', &[&be(w), &n.to_be_bytes()])
 }
 fn dkey(id: DeliveryId) -> Vec<u8> {
     key(b'd', &[&be(id.webhook), &[id.slot]])
@@ -284,16 +293,21 @@ impl SledStore {
                 meta,
                 self.bodies.read(at)?.into(),
             ))),
-            StoredWebhook::InTree(meta) => match self.tree.get(bkey(w)).map_err(err)? {
-                Some(body) => Ok(Some(Webhook::from_store(
-                    meta,
-                    bytes::Bytes::copy_from_slice(&body),
-                ))),
-                None => Err(StoreError::Corrupt(format!(
-                    "the body of webhook {} is missing",
-                    webhook_id_string(w)
-                ))),
-            },
+            StoredWebhook::InTree(meta) => {
+                let mut body = Vec::new();
+                let mut chunks = 0;
+                for kv in self.tree.scan_prefix(bkey(w)) {
+                    body.extend_from_slice(&kv.map_err(err)?.1);
+                    chunks += 1;
+                }
+                if chunks == 0 {
+                    return Err(StoreError::Corrupt(format!(
+                        "the body of webhook {} is missing",
+                        webhook_id_string(w)
+                    )));
+                }
+                Ok(Some(Webhook::from_store(meta, body.into())))
+            }
         }
     }
 
@@ -326,7 +340,13 @@ impl SledStore {
         }
         match self.bodies.read(at) {
             Ok(body) => {
-                batch.insert(bkey(w), body);
+                // At least one chunk, so that a moved empty body is found.
+                let chunks = body
+                    .chunks(CHUNK_BYTES)
+                    .chain((body.is_empty()).then_some(&[][..]));
+                for (n, chunk) in chunks.enumerate() {
+                    batch.insert(bchunk(w, n as u32), chunk);
+                }
                 batch.insert(wkey(w), encode_webhook_in_tree(&meta));
                 len
             }
@@ -588,7 +608,10 @@ impl SledStore {
                 .any(|k| k.map_or(true, |k| !removing.contains(k.as_ref())));
             if !others {
                 batch.remove(wkey(w));
-                batch.remove(bkey(w)); // (a no-op unless a dead letter moved it there)
+                // Body chunks, if a dead letter moved the body here.
+                for k in self.tree.scan_prefix(bkey(w)).keys().flatten() {
+                    batch.remove(k);
+                }
             }
         }
     }

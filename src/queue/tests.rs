@@ -447,15 +447,24 @@ fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
 }
 
 #[test]
-fn a_large_body_stays_in_its_segment_when_dead_and_old_dead_letters_move_at_start() {
+fn dead_bodies_move_in_chunks_a_huge_one_stays_and_old_dead_letters_move_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open_with(dir.path(), 1).unwrap();
     s.keep_free(0); // the moves under test, whatever the disk holds
-    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 << 10));
-    s.accept_batch(&[accept_body("big", &["x"], &big)], 100)
-        .unwrap();
-    s.accept_batch(&[accept_body("small", &["x"], "{}")], 100)
-        .unwrap();
+    // 100 KiB of distinct bytes, so that chunks out of order would show.
+    let chunked: String = (0..100 << 10)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let chunked = format!("{{\"pad\":\"{chunked}\"}}");
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+    for (dedup, body) in [
+        ("chunked", chunked.as_str()),
+        ("huge", &huge),
+        ("small", "{}"),
+    ] {
+        s.accept_batch(&[accept_body(dedup, &["x"], body)], 100)
+            .unwrap();
+    }
     s.accept_batch(&[accept("last", &["x"])], 100).unwrap();
     let c = s.claim_due("x", 100, 1000, 10).unwrap();
     let bury = |rec: &DeliveryRecord| {
@@ -466,29 +475,35 @@ fn a_large_body_stays_in_its_segment_when_dead_and_old_dead_letters_move_at_star
         };
         dead
     };
-    // Larger than a tree record should be: it keeps its segment.
+    // 100 KiB: moved, in 7 KiB chunks (no sled leaf of them past 128 KiB).
     s.bury(&bury(&c[0].record)).unwrap();
-    assert_eq!(s.keys_with_prefix(b'b'), 0);
+    assert_eq!(s.keys_with_prefix(b'b'), chunked.len().div_ceil(7 << 10));
+    // Over 1 MiB: keeps its segment.
+    s.bury(&bury(&c[1].record)).unwrap();
+    assert_eq!(s.keys_with_prefix(b'b'), chunked.len().div_ceil(7 << 10));
     // A dead letter as a relay before this change left it: body in its segment.
-    let small = bury(&c[1].record);
+    let small = bury(&c[2].record);
     s.bury_keeping_segment(&small);
-    assert_eq!(s.body_segments(), 3);
+    assert_eq!(s.body_segments(), 4);
     drop(s);
 
-    // At start, reclaim moves the old one's body and frees its segment.
+    // At start, reclaim moves the old one's body and frees its segment (and
+    // the chunked one's, freed since its bury).
     let s = SledStore::open_with(dir.path(), 1).unwrap();
-    s.keep_free(0); // the moves under test, whatever the disk holds
-    assert_eq!(
-        s.reclaim().unwrap(),
-        2,
-        "the bytes of the small one's segment"
-    );
-    assert_eq!(s.body_segments(), 2);
-    assert_eq!(s.keys_with_prefix(b'b'), 1);
+    s.keep_free(0);
+    assert_eq!(s.reclaim().unwrap(), (chunked.len() + 2) as u64);
+    assert_eq!(s.body_segments(), 2, "the huge one's and the last one's");
     let letter = s.dead_letter(small.id).unwrap().unwrap();
     assert_eq!(&letter.webhook.unwrap().body()[..], b"{}");
     let letter = s.dead_letter(c[0].record.id).unwrap().unwrap();
-    assert_eq!(letter.webhook.unwrap().body().len(), big.len());
+    assert_eq!(&letter.webhook.unwrap().body()[..], chunked.as_bytes());
+    let letter = s.dead_letter(c[1].record.id).unwrap().unwrap();
+    assert_eq!(letter.webhook.unwrap().body().len(), huge.len());
+
+    // Purged, a moved body leaves nothing behind.
+    s.purge(c[0].record.id).unwrap();
+    s.purge(small.id).unwrap();
+    assert_eq!(s.keys_with_prefix(b'b'), 0);
 }
 
 #[test]
