@@ -90,6 +90,25 @@ enum Debris {
     BadRecord(IVec, DeliveryId, String),
 }
 
+/// What reading a record a due entry needs found.
+enum Found<T> {
+    Yes(T),
+    /// Removed (left behind by an older crash).
+    Gone,
+    /// There, but it cannot be read: why.
+    Unreadable(String),
+}
+
+/// Sorts a read into [`Found`]; any other error is the caller's.
+fn found<T>(read: Result<Option<T>, StoreError>) -> Result<Found<T>, StoreError> {
+    match read {
+        Ok(Some(v)) => Ok(Found::Yes(v)),
+        Ok(None) => Ok(Found::Gone),
+        Err(StoreError::Corrupt(why)) => Ok(Found::Unreadable(why)),
+        Err(e) => Err(e),
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counts {
     pub(crate) pending: HashMap<String, i64>,
@@ -435,29 +454,27 @@ impl SledStore {
             if self.leased(id, now_ms).is_some() {
                 continue; // in flight (at most the lane's concurrency of these)
             }
-            let record = match self.get_delivery(id) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
+            let record = match found(self.get_delivery(id))? {
+                Found::Yes(r) => r,
+                Found::Gone => {
                     debris.push(Debris::Orphan(k, id));
                     continue;
                 }
-                Err(StoreError::Corrupt(why)) => {
+                Found::Unreadable(why) => {
                     debris.push(Debris::BadRecord(k, id, why));
                     continue;
                 }
-                Err(e) => return Err(e),
             };
-            let webhook = match self.get_webhook(id.webhook) {
-                Ok(Some(w)) => w,
-                Ok(None) => {
+            let webhook = match found(self.get_webhook(id.webhook))? {
+                Found::Yes(w) => w,
+                Found::Gone => {
                     debris.push(Debris::Orphan(k, id));
                     continue;
                 }
-                Err(StoreError::Corrupt(why)) => {
+                Found::Unreadable(why) => {
                     debris.push(Debris::Unreadable(k, record, why));
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             self.leases().insert(id, lease_until_ms);
             out.push(Claimed { record, webhook });
