@@ -37,6 +37,24 @@ fn accept(dedup: &str, lanes: &[&str]) -> Accept {
     }
 }
 
+/// `rec` as a dead letter, buried at `at_ms` for `reason`.
+fn dead(rec: &DeliveryRecord, at_ms: u64, reason: &str) -> DeliveryRecord {
+    let mut d = rec.clone();
+    d.state = DeliveryState::Dead {
+        dead_at_ms: at_ms,
+        reason: reason.into(),
+    };
+    d
+}
+
+/// Why a dead letter is one.
+fn reason_of(d: &DeadLetter) -> &str {
+    match &d.record.state {
+        DeliveryState::Dead { reason, .. } => reason,
+        other => panic!("not dead: {other:?}"),
+    }
+}
+
 fn store() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = SledStore::open(dir.path()).unwrap();
@@ -118,12 +136,7 @@ fn bury_list_replay_purge() {
         .unwrap();
     let claimed = s.claim_due("x", 100, 1000, 10).unwrap();
     for c in &claimed {
-        let mut r = c.record.clone();
-        r.state = DeliveryState::Dead {
-            dead_at_ms: 200,
-            reason: "HTTP 400".into(),
-        };
-        s.bury(&r).unwrap();
+        s.bury(&dead(&c.record, 200, "HTTP 400")).unwrap();
     }
     assert_eq!(s.next_due("x").unwrap(), None);
     let dl = s.dead_letters(None, 10).unwrap();
@@ -326,25 +339,17 @@ fn kept_counts_match_a_fresh_count_through_every_operation() {
     check(&s, "update");
     s.complete_many(&[c[1].record.id]).unwrap();
     check(&s, "complete_many");
-    let mut dead = c[0].record.clone();
-    dead.state = DeliveryState::Dead {
-        dead_at_ms: 20,
-        reason: "x".into(),
-    };
-    s.bury(&dead).unwrap();
-    s.bury(&dead).unwrap();
+    let buried = dead(&c[0].record, 20, "x");
+    s.bury(&buried).unwrap();
+    s.bury(&buried).unwrap();
     check(&s, "bury twice");
-    s.replay(dead.id, 30).unwrap();
+    s.replay(buried.id, 30).unwrap();
     check(&s, "replay");
     let y = s.claim_due("y", 10, 100, 10).unwrap();
     s.complete(y[0].record.id).unwrap();
     check(&s, "complete");
     let again = s.claim_due("x", 30, 100, 10).unwrap();
-    let mut d2 = again[0].record.clone();
-    d2.state = DeliveryState::Dead {
-        dead_at_ms: 40,
-        reason: "y".into(),
-    };
+    let d2 = dead(&again[0].record, 40, "y");
     s.bury(&d2).unwrap();
     s.purge(d2.id).unwrap();
     check(&s, "purge");
@@ -424,11 +429,7 @@ fn bodies_are_kept_in_segments_and_deleted_once_every_webhook_in_one_is_done() {
     assert_eq!(s.body_segments(), 1);
     // A dead letter's body moves into the tree: its segment goes, the body
     // stays readable, through a restart, a replay and the delivery after it.
-    let mut dead = again[0].record.clone();
-    dead.state = DeliveryState::Dead {
-        dead_at_ms: 3000,
-        reason: "test".into(),
-    };
+    let dead = dead(&again[0].record, 3000, "test");
     s.bury(&dead).unwrap();
     s.complete(again[1].record.id).unwrap();
     assert!(s.reclaim().unwrap() > 0);
@@ -467,14 +468,7 @@ fn dead_bodies_move_in_chunks_a_huge_one_stays_and_old_dead_letters_move_at_star
     }
     s.accept_batch(&[accept("last", &["x"])], 100).unwrap();
     let c = s.claim_due("x", 100, 1000, 10).unwrap();
-    let bury = |rec: &DeliveryRecord| {
-        let mut dead = rec.clone();
-        dead.state = DeliveryState::Dead {
-            dead_at_ms: 100,
-            reason: "test".into(),
-        };
-        dead
-    };
+    let bury = |rec: &DeliveryRecord| dead(rec, 100, "test");
     // 100 KiB: moved, in 7 KiB chunks (no sled leaf of them past 128 KiB).
     s.bury(&bury(&c[0].record)).unwrap();
     assert_eq!(s.keys_with_prefix(b'b'), chunked.len().div_ceil(7 << 10));
@@ -545,9 +539,7 @@ fn a_webhook_whose_body_is_gone_becomes_a_dead_letter_that_says_so() {
     let dead = s.dead_letters(None, 10).unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].webhook.is_none());
-    let DeliveryState::Dead { reason, .. } = &dead[0].record.state else {
-        panic!("{:?}", dead[0].record.state)
-    };
+    let reason = reason_of(&dead[0]);
     assert!(
         reason.starts_with("the stored webhook cannot be read: body segment"),
         "{reason}"
@@ -581,9 +573,7 @@ fn a_delivery_record_that_does_not_decode_becomes_a_dead_letter_and_the_lane_mov
     assert_eq!(dead[0].record.lane, "x");
     assert!(dead[0].record.targets.is_empty());
     assert_eq!(dead[0].webhook.as_ref().unwrap().meta().dedup_id, "a");
-    let DeliveryState::Dead { reason, .. } = &dead[0].record.state else {
-        panic!("{:?}", dead[0].record.state)
-    };
+    let reason = reason_of(&dead[0]);
     assert!(
         reason.starts_with("the delivery record cannot be read ("),
         "{reason}"
@@ -603,11 +593,7 @@ fn a_dead_letter_body_stays_in_its_segment_when_the_disk_is_short_of_room() {
     s.keep_free(u64::MAX);
     s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
     let c = s.claim_due("x", 100, 1000, 10).unwrap();
-    let mut dead = c[0].record.clone();
-    dead.state = DeliveryState::Dead {
-        dead_at_ms: 100,
-        reason: "test".into(),
-    };
+    let dead = dead(&c[0].record, 100, "test");
     s.bury(&dead).unwrap();
     assert_eq!(s.keys_with_prefix(b'b'), 0, "no write sled could hang on");
     let letter = s.dead_letter(dead.id).unwrap().unwrap();

@@ -173,12 +173,7 @@ async fn client_errors_and_redirects_go_to_the_dead_letters_at_once() {
     // Replay after the destination is fixed: delivered again with the same messageId.
     bad.set(Arc::new(|_| Answer::status(200)));
     let id = b["id"].as_str().unwrap();
-    let r = client()
-        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(relay.replay(id).await, 200);
     let got = bad.wait_for(2).await;
     assert_eq!(got[1].json()["messageId"], got[0].json()["messageId"]);
     assert_eq!(relay.dead_letters().await.len(), 1);
@@ -449,12 +444,7 @@ async fn an_unmappable_webhook_is_a_dead_letter_with_its_body_and_reason() {
     );
     assert_eq!(r.count(), 0);
     // Replay maps it again (still unmappable here, so it comes back with the reason).
-    let replay = client()
-        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.status(), 200);
+    assert_eq!(relay.replay(id).await, 200);
     relay
         .wait_metric(r#"shoprelay_dead_letters_total{lane="wh"} 2"#)
         .await;
@@ -570,12 +560,7 @@ async fn damaged_record_then_replay(first_success: bool) {
     assert_eq!(r.count(), sent_before + 1, "the undamaged webhook, once");
 
     let id = d["id"].as_str().unwrap();
-    let resp = client()
-        .post(format!("{}/admin/dead-letters/{id}/replay", relay.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(relay.replay(id).await, 200);
     let got = r.wait_for(sent_before + 2).await;
     let last = got.last().unwrap();
     assert_eq!(

@@ -77,13 +77,11 @@ async fn full_disk_answers_503() {
         statuses.iter().all(|s| *s == 200 || *s == 503),
         "{statuses:?}"
     );
-    let health = c
-        .get(format!("{}/healthz", relay.ingest))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(health, 503, "healthz must say the relay cannot accept");
+    assert_eq!(
+        relay.healthz().await,
+        503,
+        "healthz must say the relay cannot accept"
+    );
     // Everything acknowledged before the 503 is still there after a restart.
     let acked = statuses.iter().filter(|s| **s == 200).count();
     assert!(
@@ -100,13 +98,11 @@ async fn full_disk_answers_503() {
     };
     let v = send_json("re-send below the reserve", again.request(&c, &url)).await;
     assert_eq!(v["status"], "duplicate", "{v}");
-    let health = c
-        .get(format!("{}/healthz", relay.ingest))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(health, 503, "a duplicate is no sign the disk has room");
+    assert_eq!(
+        relay.healthz().await,
+        503,
+        "a duplicate is no sign the disk has room"
+    );
     let dir = relay.stop().await;
     let relay = Relay::start_in(
         Opts {

@@ -191,6 +191,20 @@ impl Relay {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// `POST /admin/dead-letters/{id}/replay`: the status.
+    pub async fn replay(&self, id: &str) -> u16 {
+        let url = format!("{}/admin/dead-letters/{id}/replay", self.admin);
+        let r = super::within("replay", super::client().post(url).send()).await;
+        r.unwrap().status().as_u16()
+    }
+
+    /// `GET /healthz` on the ingest listener: the status.
+    pub async fn healthz(&self) -> u16 {
+        let url = format!("{}/healthz", self.ingest);
+        let r = super::within("healthz", super::client().get(url).send()).await;
+        r.unwrap().status().as_u16()
+    }
+
     /// Waits until no delivery is pending in any lane.
     pub async fn wait_drained(&self) {
         super::eventually("queue drained", || async {
