@@ -63,6 +63,24 @@ pub struct DeliveryRecord {
     pub state: DeliveryState,
 }
 
+impl DeliveryRecord {
+    /// A delivery not tried yet, due at `due_ms`.
+    pub fn new(id: DeliveryId, lane: String, targets: Vec<String>, due_ms: u64) -> Self {
+        DeliveryRecord {
+            id,
+            lane,
+            targets,
+            due_ms,
+            attempts: 0,
+            first_attempt_at_ms: None,
+            events_done: 0,
+            last_error: None,
+            last_status: None,
+            state: DeliveryState::Pending,
+        }
+    }
+}
+
 mod id_serde {
     use super::DeliveryId;
     use serde::{Deserialize, Deserializer, Serializer};

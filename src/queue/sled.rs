@@ -454,32 +454,30 @@ impl SledStore {
             if self.leased(id, now_ms).is_some() {
                 continue; // in flight (at most the lane's concurrency of these)
             }
-            let record = match found(self.get_delivery(id))? {
-                Found::Yes(r) => r,
-                Found::Gone => {
-                    debris.push(Debris::Orphan(k, id));
-                    continue;
+            match self.read_due(k, id)? {
+                Ok(claimed) => {
+                    self.leases().insert(id, lease_until_ms);
+                    out.push(claimed);
                 }
-                Found::Unreadable(why) => {
-                    debris.push(Debris::BadRecord(k, id, why));
-                    continue;
-                }
-            };
-            let webhook = match found(self.get_webhook(id.webhook))? {
-                Found::Yes(w) => w,
-                Found::Gone => {
-                    debris.push(Debris::Orphan(k, id));
-                    continue;
-                }
-                Found::Unreadable(why) => {
-                    debris.push(Debris::Unreadable(k, record, why));
-                    continue;
-                }
-            };
-            self.leases().insert(id, lease_until_ms);
-            out.push(Claimed { record, webhook });
+                Err(d) => debris.push(d),
+            }
         }
         self.clear_debris(lane, now_ms, debris)
+    }
+
+    /// The delivery behind due entry `k` with its webhook, or what is wrong
+    /// with it (left for [`Self::clear_debris`]).
+    fn read_due(&self, k: IVec, id: DeliveryId) -> Result<Result<Claimed, Debris>, StoreError> {
+        let record = match found(self.get_delivery(id))? {
+            Found::Yes(r) => r,
+            Found::Gone => return Ok(Err(Debris::Orphan(k, id))),
+            Found::Unreadable(why) => return Ok(Err(Debris::BadRecord(k, id, why))),
+        };
+        Ok(match found(self.get_webhook(id.webhook))? {
+            Found::Yes(webhook) => Ok(Claimed { record, webhook }),
+            Found::Gone => Err(Debris::Orphan(k, id)),
+            Found::Unreadable(why) => Err(Debris::Unreadable(k, record, why)),
+        })
     }
 
     /// Due entries that cannot be delivered: a key that does not parse or
@@ -531,23 +529,14 @@ impl SledStore {
                     // What the record held is lost; the webhook is not. No
                     // targets: a replay sends to the lane's destinations as
                     // relay.toml has them then.
-                    Some(DeliveryRecord {
-                        id,
-                        lane: lane.to_string(),
-                        targets: Vec::new(),
-                        due_ms: now_ms,
-                        attempts: 0,
-                        first_attempt_at_ms: None,
-                        events_done: 0,
-                        last_error: None,
-                        last_status: None,
-                        state: DeliveryState::Dead {
-                            dead_at_ms: now_ms,
-                            reason: format!(
-                                "the delivery record cannot be read ({why}); a replay sends the webhook again to lane `{lane}`"
-                            ),
-                        },
-                    })
+                    let mut rec = DeliveryRecord::new(id, lane.to_string(), Vec::new(), now_ms);
+                    rec.state = DeliveryState::Dead {
+                        dead_at_ms: now_ms,
+                        reason: format!(
+                            "the delivery record cannot be read ({why}); a replay sends the webhook again to lane `{lane}`"
+                        ),
+                    };
+                    Some(rec)
                 }
             };
             let mut batch = Batch::default();
@@ -670,18 +659,7 @@ impl Store for SledStore {
                     webhook: w,
                     slot: slot as u8,
                 };
-                let rec = DeliveryRecord {
-                    id,
-                    lane: d.lane.clone(),
-                    targets: d.targets.clone(),
-                    due_ms: now_ms,
-                    attempts: 0,
-                    first_attempt_at_ms: None,
-                    events_done: 0,
-                    last_error: None,
-                    last_status: None,
-                    state: DeliveryState::Pending,
-                };
+                let rec = DeliveryRecord::new(id, d.lane.clone(), d.targets.clone(), now_ms);
                 batch.insert(dkey(id), encode_delivery(&rec));
                 batch.insert(qkey(&d.lane, now_ms, id), IVec::default());
                 added.push(&d.lane);
