@@ -13,7 +13,7 @@
 //! | 1 | [`config`] | relay.toml → validated `Config` |
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
 //! | 3 | [`mapping`], [`event`] | webhook → Segment-spec events (pure) |
-//! | 4 | [`queue`] | `Store` trait, sled backend, group commit |
+//! | 4 | [`queue`] | `Store` trait, embedded backend (log + sled index), group commit |
 //! | 5 | [`delivery`] | lanes, formats, signing, retry schedule |
 //! | 6 | [`http`] | ingest and admin listeners |
 //!
@@ -42,7 +42,7 @@ use http::ingest::Ingest;
 use metrics::Metrics;
 use queue::Store;
 use queue::commit::Committer;
-use queue::sled::SledStore;
+use queue::embedded::EmbeddedStore;
 
 /// The two bound listeners (bound by the caller, so tests can use port 0).
 pub struct Listeners {
@@ -74,7 +74,7 @@ pub async fn run(
     let dir = cfg.server.data_dir.clone();
     // Off the async workers: opening may wait for the data dir's lock.
     let opening = dir.clone();
-    let sled = tokio::task::spawn_blocking(move || SledStore::open(&opening))
+    let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&opening))
         .await
         .map_err(|e| queue::StoreError::Backend(format!("opening the database panicked: {e}")))
         .and_then(|r| r)
@@ -82,8 +82,8 @@ pub async fn run(
             dir: dir.display().to_string(),
             error,
         })?;
-    sled.keep_free(cfg.server.min_free_bytes);
-    let store: Arc<dyn Store> = Arc::new(sled);
+    embedded.keep_free(cfg.server.min_free_bytes);
+    let store: Arc<dyn Store> = Arc::new(embedded);
     let metrics = Arc::new(Metrics::default());
     let clock: fn() -> u64 = timefmt::now_ms;
     let (trigger, stop) = shutdown::channel();
@@ -92,17 +92,6 @@ pub async fn run(
         trigger.fire();
     });
 
-    let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.release_leases(timefmt::now_ms())).await {
-        Ok(Ok(n)) if n > 0 => tracing::info!(
-            count = n,
-            "deliveries in flight at the last stop are due again"
-        ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot release leases; they come due when they expire")
-        }
-        _ => {}
-    }
     let engine =
         delivery::lane::Engine::start(&cfg, store.clone(), metrics.clone(), clock, stop.clone())?;
     let wake: Wake = engine.waker();
@@ -164,7 +153,7 @@ pub async fn run(
         cfg.server.dedup_window,
         stop.clone(),
     ));
-    let reclaim = tokio::spawn(reclaim_bodies(store.clone(), stop.clone()));
+    let checkpoints = tokio::spawn(checkpoints(store.clone(), stop.clone()));
 
     tracing::info!(
         sources = cfg.sources.len(),
@@ -177,34 +166,36 @@ pub async fn run(
     drop(committer);
     let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
     let _ = expiry.await;
-    let _ = reclaim.await;
+    let _ = checkpoints.await;
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.flush()).await {
-        Ok(Ok(())) => tracing::info!("storage flushed; bye"),
+        Ok(Ok(())) => tracing::info!("checkpoint written; bye"),
         Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
         Err(_) => tracing::error!("final flush panicked"),
     }
     Ok(())
 }
 
-/// Deletes body segments whose webhooks are all delivered or purged.
-async fn reclaim_bodies(store: Arc<dyn Store>, mut stop: shutdown::Shutdown) {
+/// Checkpoints: the index made durable, lane cursors recorded, log segments
+/// every lane has passed deleted. After a crash, what lanes delivered since
+/// the last one is sent again (same messageId), so this bounds that window.
+async fn checkpoints(store: Arc<dyn Store>, mut stop: shutdown::Shutdown) {
     loop {
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.reclaim()).await {
-            Ok(Ok(n)) if n > 0 => tracing::debug!(bytes = n, "deleted delivered webhook bodies"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "reclaiming body space failed; will retry"),
-            _ => {}
-        }
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+            Err(_) => tracing::error!("checkpoint panicked"),
         }
     }
 }
 
-/// How often delivered bodies' segments are looked at.
-const RECLAIM_EVERY: Duration = Duration::from_secs(10);
+/// How often a checkpoint is written.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Forgets dedup ids older than the window, hourly.
 async fn expire_dedup(store: Arc<dyn Store>, window: Duration, mut stop: shutdown::Shutdown) {

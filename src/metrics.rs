@@ -62,7 +62,7 @@ fn family(name: &str) -> Family {
             "histogram",
         ),
         "shoprelay_commit_batch_size" => (
-            "Webhooks written per group commit (one flush each).",
+            "Webhooks written per group commit (one fdatasync each).",
             "histogram",
         ),
         "shoprelay_queue_depth" => (
@@ -73,6 +73,10 @@ fn family(name: &str) -> Family {
             ("Age of the earliest due delivery, by lane.", "gauge")
         }
         "shoprelay_dead_letters" => ("Dead letters kept now.", "gauge"),
+        "shoprelay_log_damaged_ranges" => (
+            "Damaged ranges of the write-ahead log found and skipped since start.",
+            "gauge",
+        ),
         _ => ("", "untyped"),
     };
     Family { help, kind }

@@ -18,7 +18,7 @@ const MAX_COMPLETE_BATCH: usize = 1024;
 /// lease, so nothing claims it again; a crash in between redelivers it with
 /// the same messageId, as a crash just after the send always could.
 pub(super) async fn complete_batches(
-    mut done: tokio::sync::mpsc::UnboundedReceiver<crate::queue::DeliveryId>,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<(crate::queue::DeliveryId, u64)>,
     store: Arc<dyn Store>,
     lane: String,
 ) {
@@ -27,7 +27,8 @@ pub(super) async fn complete_batches(
         let s = store.clone();
         let batch = std::mem::take(&mut ids);
         let n = batch.len();
-        match blocking(move || s.complete_many(&batch)).await {
+        let l = lane.clone();
+        match blocking(move || s.complete_many(&l, &batch)).await {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 tracing::error!(lane, count = n, error = %e, "cannot record delivered deliveries; they are sent again when their leases end")
@@ -57,9 +58,10 @@ pub(super) async fn deliver(
     store: &Arc<dyn Store>,
     ctx: &Context,
     metrics: &Metrics,
-    done: &tokio::sync::mpsc::UnboundedSender<crate::queue::DeliveryId>,
+    done: &tokio::sync::mpsc::UnboundedSender<(crate::queue::DeliveryId, u64)>,
 ) {
     let id = c.record.id;
+    let lease = c.lease;
     let received = c.webhook.meta().received_at_ms;
     let topic = c.webhook.meta().topic.clone();
     let decision = if orphan {
@@ -91,7 +93,7 @@ pub(super) async fn deliver(
             );
             // Batched by the lane's completer; a closed channel means the
             // lane is gone and the lease will bring the delivery back.
-            let _ = done.send(id);
+            let _ = done.send((id, lease));
             ("delivered", Some(Ok(())))
         }
         Decision::Retry(rec) => {
@@ -99,7 +101,7 @@ pub(super) async fn deliver(
                 let error = loggable(rec.last_error.as_deref().unwrap_or(""));
                 tracing::info!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, error, "delivery failed; will retry");
             }
-            ("retry", blocking(move || s.update(&rec)).await)
+            ("retry", blocking(move || s.update(&rec, lease)).await)
         }
         Decision::Bury(rec) => {
             if let DeliveryState::Dead { reason, .. } = &rec.state {
@@ -107,7 +109,7 @@ pub(super) async fn deliver(
                 tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
             }
             metrics.inc("shoprelay_dead_letters_total", &[("lane", lane)], 1);
-            ("dead", blocking(move || s.bury(&rec)).await)
+            ("dead", blocking(move || s.bury(&rec, lease)).await)
         }
     };
     metrics.inc(

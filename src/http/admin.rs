@@ -119,6 +119,11 @@ fn metrics(a: &Admin) -> Response {
         }
         gauges.push(("shoprelay_dead_letters", vec![], dead as f64));
     }
+    gauges.push((
+        "shoprelay_log_damaged_ranges",
+        vec![],
+        a.store.damaged_ranges() as f64,
+    ));
     let body = a.metrics.render(&gauges);
     let mut r = warp::reply::Reply::into_response(body);
     r.headers_mut().insert(

@@ -1,9 +1,10 @@
 //! Group commit: one committer thread turns many concurrent accepts into one
-//! atomic write and one `flush()`, then answers each request.
+//! durable write (for the embedded store: one `writev` and one `fdatasync`
+//! of the log), then answers each request.
 //!
-//! While one flush runs, the next requests queue up, so the batch grows with
+//! While one sync runs, the next requests queue up, so the batch grows with
 //! load by itself: no timer, no tuning. The committer is a plain thread
-//! because `flush()` blocks (and `flush_async` deadlocks; see DESIGN.md).
+//! because the sync blocks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +33,8 @@ struct Pending {
 pub type OnCommit = Box<dyn Fn(&[&str], usize) + Send>;
 
 /// How long ingest waits for its commit before answering 503. A write that
-/// takes longer is stuck (sled 0.34 hangs in `flush()` on a full disk rather
-/// than failing; measured, see README), and the sender should retry later.
+/// takes longer is stuck (a disk that stopped answering), and the sender
+/// should retry later.
 pub const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The handle ingest uses. Dropping every clone stops the committer after it
@@ -47,8 +48,8 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread over `store`. `reserve`: free disk below
-    /// which writes are refused (sled hangs instead of failing when the disk
-    /// fills, so it must never get there).
+    /// which writes are refused (the index, sled, must never meet a full disk:
+    /// it hangs or stays failed after one ENOSPC; DESIGN.md).
     pub fn start(
         store: Arc<dyn Store>,
         clock: fn() -> u64,
@@ -73,7 +74,7 @@ impl Committer {
         )
     }
 
-    /// Stores `accept` durably; resolves only after the flush that covers it.
+    /// Stores `accept` durably; resolves only after the sync that covers it.
     pub async fn accept(&self, accept: Accept) -> Result<AcceptOutcome, StoreError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);

@@ -3,15 +3,15 @@
 //! [`Store`] is a small set of primitives with no backend types in its
 //! signatures (a PostgreSQL backend with `FOR UPDATE SKIP LOCKED` leases fits
 //! the same shape); the policy around it — group commit in [`commit`], retry
-//! decisions in `delivery` — is shared code. Records are versioned (`V1`) so an
-//! upgraded relay can read yesterday's queue.
+//! decisions in `delivery` — is shared code. [`embedded`] is the default
+//! backend: a write-ahead log that is the queue, and sled as its index.
+//! `contract` holds the tests every backend must pass.
 
-pub mod bodies;
 pub mod commit;
-mod record;
-pub mod sled;
 #[cfg(test)]
-mod tests;
+pub(crate) mod contract;
+pub mod embedded;
+mod record;
 
 use std::fmt;
 
@@ -90,13 +90,16 @@ pub enum AcceptOutcome {
 }
 
 /// A claimed delivery with its webhook, leased to the caller until the lease
-/// ends or its outcome is written (`update`, `complete`, `bury`).
+/// ends or its outcome is written (`update`, `complete`, `bury`) with it.
 #[derive(Clone, Debug)]
 pub struct Claimed {
     /// The delivery's state as stored.
     pub record: DeliveryRecord,
     /// The webhook to deliver.
     pub webhook: Webhook,
+    /// The claim's token: an outcome written with a token whose lease has
+    /// ended (and been taken again) changes nothing.
+    pub lease: u64,
 }
 
 /// A dead letter as listed.
@@ -158,29 +161,21 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Makes every lease a previous process left in storage due at `now_ms`
-    /// (run once at start-up, before any lane claims). Returns how many. (Only
-    /// queues written before leases moved to memory have any.)
-    fn release_leases(&self, now_ms: u64) -> Result<usize, StoreError>;
-
     /// The earliest due time in `lane`, to sleep until: of what is not in
     /// flight, and of the leases in flight (one may end without an outcome).
     fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError>;
 
-    /// Saves a changed pending record (progress, or the next attempt's due time).
-    fn update(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+    /// Saves a changed pending record (progress, or the next attempt's due
+    /// time), if `lease` still holds it.
+    fn update(&self, record: &DeliveryRecord, lease: u64) -> Result<(), StoreError>;
 
-    /// The delivery succeeded: forget it (and the webhook once nothing refers to it).
-    fn complete(&self, id: DeliveryId) -> Result<(), StoreError>;
+    /// Deliveries of `lane` succeeded: forget each one whose `lease` still
+    /// holds it, in one atomic write where the backend can.
+    fn complete_many(&self, lane: &str, done: &[(DeliveryId, u64)]) -> Result<(), StoreError>;
 
-    /// Several deliveries succeeded: the same as `complete` for each, in one
-    /// atomic write where the backend can (lanes batch their completions).
-    fn complete_many(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
-        ids.iter().try_for_each(|&id| self.complete(id))
-    }
-
-    /// Moves a delivery to the dead letters; `record.state` must be `Dead`.
-    fn bury(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+    /// Moves a delivery to the dead letters if `lease` still holds it;
+    /// `record.state` must be `Dead`.
+    fn bury(&self, record: &DeliveryRecord, lease: u64) -> Result<(), StoreError>;
 
     /// Dead letters in id order, after `after`, at most `limit`.
     fn dead_letters(
@@ -208,12 +203,14 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets dedup ids accepted before `before_ms`; returns how many.
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError>;
 
-    /// Deletes stored bodies no webhook refers to any more; returns the bytes
-    /// freed. Called periodically.
-    fn reclaim(&self) -> Result<u64, StoreError>;
-
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (a checkpoint), and frees
+    /// what nothing needs any more. Called periodically and at shutdown.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Damaged ranges of stored data found and skipped so far.
+    fn damaged_ranges(&self) -> u64 {
+        0
+    }
 
     /// Free bytes where the data lives, when the backend can tell.
     fn free_bytes(&self) -> Option<u64>;

@@ -1,20 +1,11 @@
 //! Stored record formats. The first byte is the version; readers refuse what
 //! they do not know instead of guessing.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::bodies::BodyRef;
 use super::{DeliveryId, StoreError};
-use crate::sources::{Webhook, WebhookMeta};
 
 const V1: u8 = 1;
-/// Webhook records whose body is in a segment file.
-const V2: u8 = 2;
-/// Webhook records whose body is a record of its own in the tree (moved there
-/// when a delivery of it became a dead letter, so it does not keep a whole
-/// segment file).
-const V3: u8 = 3;
 
 /// Where a delivery stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,88 +102,4 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, StoreError> {
         Some((v, _)) => Err(corrupt("delivery", format!("unknown version {v}"))),
         None => Err(corrupt("delivery", "empty")),
     }
-}
-
-/// A stored webhook: its meta, and its body or where the body is.
-pub enum StoredWebhook {
-    /// `V1`: the body inside the record (queues written before bodies moved
-    /// to segment files; read, no longer written).
-    Inline(Webhook),
-    /// `V2`: the body in a segment file.
-    Pointer(WebhookMeta, BodyRef),
-    /// `V3`: the body in its own record in the tree.
-    InTree(WebhookMeta),
-}
-
-/// `V2 ++ meta_len (u32 BE) ++ meta JSON ++ body pointer`: the body itself,
-/// byte for byte as signed, is in a segment file ([`super::bodies`]).
-pub fn encode_webhook(meta: &WebhookMeta, body: BodyRef) -> Vec<u8> {
-    let meta = serde_json::to_vec(meta).unwrap_or_default();
-    let mut out = Vec::with_capacity(5 + meta.len() + BodyRef::ENCODED);
-    out.push(V2);
-    out.extend((meta.len() as u32).to_be_bytes());
-    out.extend(meta);
-    body.encode(&mut out);
-    out
-}
-
-/// `V3 ++ meta_len (u32 BE) ++ meta JSON`: the body is stored beside it.
-pub fn encode_webhook_in_tree(meta: &WebhookMeta) -> Vec<u8> {
-    let meta = serde_json::to_vec(meta).unwrap_or_default();
-    let mut out = Vec::with_capacity(5 + meta.len());
-    out.push(V3);
-    out.extend((meta.len() as u32).to_be_bytes());
-    out.extend(meta);
-    out
-}
-
-/// Whether a stored webhook record points into a body segment.
-pub fn points_to_segment(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&V2)
-}
-
-pub fn decode_webhook(bytes: &[u8]) -> Result<StoredWebhook, StoreError> {
-    let (&v, rest) = bytes
-        .split_first()
-        .ok_or_else(|| corrupt("webhook", "empty"))?;
-    if !matches!(v, V1 | V2 | V3) {
-        return Err(corrupt("webhook", format!("unknown version {v}")));
-    }
-    if rest.len() < 4 {
-        return Err(corrupt("webhook", "truncated"));
-    }
-    let (len, rest) = rest.split_at(4);
-    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    if rest.len() < len {
-        return Err(corrupt("webhook", "truncated"));
-    }
-    let (meta, tail) = rest.split_at(len);
-    let meta: WebhookMeta = serde_json::from_slice(meta).map_err(|e| corrupt("webhook", e))?;
-    if v == V1 {
-        return Ok(StoredWebhook::Inline(Webhook::from_store(
-            meta,
-            Bytes::copy_from_slice(tail),
-        )));
-    }
-    if v == V3 {
-        return if tail.is_empty() {
-            Ok(StoredWebhook::InTree(meta))
-        } else {
-            Err(corrupt("webhook", "bytes after the meta"))
-        };
-    }
-    let body = BodyRef::decode(tail).ok_or_else(|| corrupt("webhook", "bad body pointer"))?;
-    Ok(StoredWebhook::Pointer(meta, body))
-}
-
-/// `V1 ++ meta_len (u32 BE) ++ meta JSON ++ raw body`, as relays wrote it
-/// before bodies moved to segments (tests of the upgrade path).
-#[cfg(test)]
-pub fn encode_webhook_inline(w: &Webhook) -> Vec<u8> {
-    let meta = serde_json::to_vec(w.meta()).unwrap_or_default();
-    let mut out = vec![V1];
-    out.extend((meta.len() as u32).to_be_bytes());
-    out.extend(meta);
-    out.extend_from_slice(w.body());
-    out
 }

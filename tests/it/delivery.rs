@@ -530,7 +530,7 @@ async fn damaged_record_then_replay(first_success: bool) {
 
     // Damage one delivery record the way a bad disk or a bad upgrade would.
     let damaged_webhook = {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(dir.path().join("index")).unwrap();
         let tree = db.open_tree("relay").unwrap();
         let (k, _) = tree.scan_prefix(b"d").next().unwrap().unwrap();
         tree.insert(&k, &b"\xffnot a delivery record"[..]).unwrap();

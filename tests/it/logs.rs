@@ -219,7 +219,7 @@ async fn serve_logs_no_secret_and_no_payload() {
         log.lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("storage flushed"))
+            .any(|l| l.contains("checkpoint written"))
     })
     .await;
 

@@ -1,0 +1,797 @@
+//! `Store` for the embedded backend: accepts (the log), claims (each lane's
+//! window, then its retries in the index, then new records from the log),
+//! and outcomes, which only ever apply under the lease they were claimed with.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use ::sled::{Batch, IVec};
+
+use super::index::{self, Index, Located, dedup_key, dkey, lane_prefix, parse_qtail, qkey, wkey};
+use super::lanes::{Item, LaneLog, MAX_RETRYING, Status, WINDOW_MAX};
+use super::log::{self, Entry, Pos};
+use super::{EmbeddedStore, Got};
+use crate::queue::*;
+
+/// Most records one claim looks at before it returns (the rest is read by
+/// the next claim), so one claim never holds a lane for long.
+const MAX_SCAN: usize = 50_000;
+
+/// A due retry that cannot be sent: its due key, the delivery to bury (with
+/// its record when that could be read) or none to just drop the key, and why.
+type Broken = (IVec, Option<(DeliveryId, Option<DeliveryRecord>)>, String);
+
+fn webhook_of(e: &Entry) -> Webhook {
+    Webhook::from_store(e.meta.clone(), e.body.clone())
+}
+
+fn claimed(lane: &str, e: &Entry, slot: u8, token: u64) -> Claimed {
+    let targets = e
+        .lanes
+        .get(slot as usize)
+        .map(|l| l.targets.clone())
+        .unwrap_or_default();
+    let id = DeliveryId {
+        webhook: e.seq,
+        slot,
+    };
+    Claimed {
+        record: DeliveryRecord::new(id, lane.to_string(), targets, e.meta.received_at_ms),
+        webhook: webhook_of(e),
+        lease: token,
+    }
+}
+
+impl EmbeddedStore {
+    fn retrying(&self, lane: &str) -> i64 {
+        self.counts().retrying.get(lane).copied().unwrap_or(0)
+    }
+
+    /// The record at `pos`, which must be webhook `seq`.
+    pub(super) fn entry_at(&self, pos: Pos, seq: u64) -> Result<Arc<Entry>, StoreError> {
+        match self.read_record(pos)? {
+            (Got::Record(e, _), at) if at == pos && e.seq == seq => Ok(e),
+            (Got::Record(e, _), _) => Err(StoreError::Corrupt(format!(
+                "the log holds webhook {} where {} was",
+                webhook_id_string(e.seq),
+                webhook_id_string(seq)
+            ))),
+            (Got::End, _) => Err(StoreError::Corrupt(format!(
+                "webhook {} is no longer in the log (segment {} deleted?)",
+                webhook_id_string(seq),
+                pos.segment
+            ))),
+            (Got::Damaged(why), _) => Err(StoreError::Corrupt(format!(
+                "webhook {} in the log: {why}",
+                webhook_id_string(seq)
+            ))),
+        }
+    }
+
+    /// Webhook `w` as the index locates it.
+    pub(super) fn get_webhook(&self, w: WebhookId) -> Result<Option<Webhook>, StoreError> {
+        let Some(v) = self.index.tree.get(wkey(w)).map_err(index::err)? else {
+            return Ok(None);
+        };
+        match index::decode_located(&v)? {
+            Located::Log(pos) => Ok(Some(webhook_of(&*self.entry_at(pos, w)?))),
+            Located::Chunks(meta) => {
+                let mut body = Vec::new();
+                let mut chunks = 0;
+                for kv in self.index.tree.scan_prefix(index::bkey(w)) {
+                    body.extend_from_slice(&kv.map_err(index::err)?.1);
+                    chunks += 1;
+                }
+                if chunks == 0 {
+                    return Err(StoreError::Corrupt(format!(
+                        "the body of webhook {} is missing",
+                        webhook_id_string(w)
+                    )));
+                }
+                Ok(Some(Webhook::from_store(meta, body.into())))
+            }
+        }
+    }
+
+    /// Reads new records for `lane` into its window, leased.
+    fn read_new(
+        &self,
+        lane: &str,
+        ll: &LaneLog,
+        until: u64,
+        want: usize,
+        out: &mut Vec<Claimed>,
+    ) -> Result<(), StoreError> {
+        let _one = ll.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut pos, room) = {
+            let s = ll.state();
+            (s.next, WINDOW_MAX.saturating_sub(s.window.len()))
+        };
+        let want = want.min(room);
+        if want == 0 {
+            return Ok(());
+        }
+        let published = self.published.load(std::sync::atomic::Ordering::Acquire);
+        let mut found: Vec<(Pos, u8, Arc<Entry>)> = Vec::new();
+        let mut scanned = 0;
+        let mut skipped = 0u64;
+        let mut at_end = false;
+        while found.len() < want && scanned < MAX_SCAN {
+            match self.read_record(pos)? {
+                (Got::Record(e, next), at) => {
+                    if e.seq >= published {
+                        pos = at;
+                        at_end = true;
+                        break;
+                    }
+                    scanned += 1;
+                    if let Some(slot) = e.lanes.iter().position(|l| l.lane == lane) {
+                        let id = DeliveryId {
+                            webhook: e.seq,
+                            slot: slot as u8,
+                        };
+                        // A record from before this start that a lane
+                        // finished out of order (after its checkpointed
+                        // cursor) by handing it to the index: the index
+                        // has it (retrying or dead).
+                        let handed_over = e.seq < self.opened_at_seq
+                            && self.index.tree.contains_key(dkey(id)).map_err(index::err)?;
+                        if handed_over {
+                            skipped += 1;
+                        } else {
+                            found.push((at, slot as u8, e));
+                        }
+                    }
+                    pos = next;
+                }
+                (Got::End, at) => {
+                    pos = at;
+                    at_end = true;
+                    break;
+                }
+                (Got::Damaged(why), at) => pos = self.skip_damage(at, &why)?,
+            }
+        }
+        let mut s = ll.state();
+        s.next = pos;
+        s.unread = s.unread.saturating_sub(found.len() as u64 + skipped);
+        if at_end {
+            s.at_end = true;
+        }
+        for (at, slot, e) in found {
+            let token = self.token();
+            s.window.push_back(Item {
+                seq: e.seq,
+                pos: at,
+                slot,
+                status: Status::Leased(super::lanes::Lease { token, until }),
+            });
+            out.push(claimed(lane, &e, slot, token));
+        }
+        Ok(())
+    }
+
+    /// Leases due retries of `lane` from the index.
+    fn claim_retries(
+        &self,
+        lane: &str,
+        now_ms: u64,
+        until: u64,
+        limit: usize,
+        out: &mut Vec<Claimed>,
+    ) -> Result<(), StoreError> {
+        let prefix = lane_prefix(lane);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&index::be(now_ms.saturating_add(1)));
+        let mut broken = Vec::new();
+        for kv in self.index.tree.range(prefix.clone()..end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv.map_err(index::err)?;
+            let Some((_, id)) = parse_qtail(&k[prefix.len()..]) else {
+                broken.push((k, None, "a malformed due entry".to_string()));
+                continue;
+            };
+            if self.leases().get(&id).is_some_and(|l| l.until > now_ms) {
+                continue; // in flight
+            }
+            let record = match self.index.get_delivery(id) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    broken.push((k, None, String::new()));
+                    continue;
+                }
+                Err(StoreError::Corrupt(why)) => {
+                    broken.push((
+                        k,
+                        Some((id, None)),
+                        format!("the delivery record cannot be read ({why})"),
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.get_webhook(id.webhook) {
+                Ok(Some(webhook)) => {
+                    let token = self.token();
+                    self.leases()
+                        .insert(id, super::lanes::Lease { token, until });
+                    out.push(Claimed {
+                        record,
+                        webhook,
+                        lease: token,
+                    });
+                }
+                Ok(None) => broken.push((k, None, String::new())),
+                Err(StoreError::Corrupt(why)) => broken.push((
+                    k,
+                    Some((id, Some(record))),
+                    format!("the stored webhook cannot be read: {why}"),
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        self.clear_broken(lane, now_ms, broken)
+    }
+
+    /// Due entries that cannot be delivered: one whose record is gone is
+    /// dropped; one whose webhook or record cannot be read becomes a dead
+    /// letter that says why, rather than a lane stuck on it.
+    fn clear_broken(&self, lane: &str, now_ms: u64, broken: Vec<Broken>) -> Result<(), StoreError> {
+        let now_ms = now_ms.min(crate::timefmt::now_ms());
+        for (k, dead, why) in broken {
+            let _g = dead.as_ref().map(|(id, _)| self.stripe(id.webhook));
+            if !self.index.tree.contains_key(&k).map_err(index::err)? {
+                continue;
+            }
+            let mut batch = Batch::default();
+            batch.remove(k);
+            let buried = dead.is_some();
+            if let Some((id, rec)) = dead {
+                let mut rec = rec.unwrap_or_else(|| {
+                    // What the record held is lost; the webhook is not. No
+                    // targets: a replay sends to the lane's destinations.
+                    DeliveryRecord::new(id, lane.to_string(), Vec::new(), now_ms)
+                });
+                tracing::error!(lane, %id, error = %why, "undeliverable retry moved to the dead letters");
+                rec.state = DeliveryState::Dead {
+                    dead_at_ms: now_ms,
+                    reason: if rec.targets.is_empty() {
+                        format!("{why}; a replay sends the webhook again to lane `{lane}`")
+                    } else {
+                        why
+                    },
+                };
+                Index::put_delivery(&mut batch, &rec);
+                batch.insert(index::xkey(id), IVec::default());
+                self.move_body_into_tree(id.webhook, None, &mut batch);
+            }
+            self.apply(batch, |c| {
+                c.lane(lane, -1);
+                if buried {
+                    c.dead += 1;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn leases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, super::lanes::Lease>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the outcome of an attempt on retry `id` under its stripe, if
+    /// `lease` still holds it; the lease ends once written.
+    fn record_outcome(
+        &self,
+        id: DeliveryId,
+        lease: u64,
+        write: impl FnOnce(DeliveryRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let _g = self.stripe(id.webhook);
+        if self.leases().get(&id).is_none_or(|l| l.token != lease) {
+            tracing::debug!(%id, "outcome of an attempt whose lease ended ignored");
+            return Ok(());
+        }
+        if let Some(old) = self.index.get_delivery(id)? {
+            write(old)?;
+        }
+        self.leases().remove(&id);
+        Ok(())
+    }
+
+    /// The earliest due retry in the index, or lease end of one in flight.
+    fn next_retry(&self, lane: &str) -> Result<Option<u64>, StoreError> {
+        let prefix = lane_prefix(lane);
+        let mut earliest: Option<u64> = None;
+        for kv in self.index.tree.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(index::err)?;
+            let Some((due, id)) = parse_qtail(&k[prefix.len()..]) else {
+                continue;
+            };
+            match self.leases().get(&id).copied() {
+                Some(l) => earliest = Some(earliest.map_or(l.until, |e| e.min(l.until))),
+                None => return Ok(Some(earliest.map_or(due, |e| e.min(due)))),
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Removes the index deliveries `ids` in `batch`, and each webhook none of
+    /// whose other index deliveries remains. Caller holds the stripe locks.
+    pub(super) fn remove_deliveries(&self, ids: &[DeliveryId], batch: &mut Batch) {
+        let removing: HashSet<Vec<u8>> = ids.iter().map(|&id| dkey(id)).collect();
+        let mut webhooks: Vec<WebhookId> = ids.iter().map(|id| id.webhook).collect();
+        webhooks.sort_unstable();
+        webhooks.dedup();
+        for k in &removing {
+            batch.remove(k.as_slice());
+        }
+        for w in webhooks {
+            let others = self
+                .index
+                .tree
+                .scan_prefix(index::key(b'd', &[&index::be(w)]))
+                .keys()
+                .any(|k| k.map_or(true, |k| !removing.contains(k.as_ref())));
+            if !others {
+                batch.remove(wkey(w));
+                for k in self.index.tree.scan_prefix(index::bkey(w)).keys().flatten() {
+                    batch.remove(k);
+                }
+            }
+        }
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn accept_batch(
+        &self,
+        items: &[Accept],
+        now_ms: u64,
+    ) -> Result<Vec<AcceptOutcome>, StoreError> {
+        let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh: HashMap<Vec<u8>, WebhookId> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        let mut records = Vec::new();
+        let mut which = Vec::new();
+        for (i, a) in items.iter().enumerate() {
+            let k = dedup_key(a.webhook.meta());
+            if let Some(&w) = fresh.get(&k) {
+                out.push(AcceptOutcome::Duplicate(w));
+                continue;
+            }
+            if let Some(v) = self.index.tree.get(&k).map_err(index::err)? {
+                out.push(AcceptOutcome::Duplicate(index::read_u64(&v)));
+                continue;
+            }
+            let seq = commit.next_seq;
+            commit.next_seq += 1;
+            records.push(log::encode(
+                seq,
+                &a.deliveries,
+                a.webhook.meta(),
+                a.webhook.body(),
+            )?);
+            which.push(i);
+            fresh.insert(k, seq);
+            out.push(AcceptOutcome::Queued(seq));
+        }
+        if records.is_empty() {
+            return Ok(out);
+        }
+        // Durable here: one writev, one fdatasync. Until it returns Ok
+        // nothing of the batch exists for anyone (no dedup trace either).
+        let at = self.log.append(&records)?;
+        let mut batch = Batch::default();
+        for (&i, r) in which.iter().zip(&records) {
+            index::put_dedup(&mut batch, items[i].webhook.meta(), r.seq, now_ms);
+        }
+        if let Err(e) = self.index.tree.apply_batch(batch) {
+            // The webhooks are safe in the log; the index catches up from
+            // it at the next start.
+            tracing::error!(error = %e, "index write failed after the log commit; the next start re-indexes from the log");
+            commit.index_behind.get_or_insert(at[0]);
+        }
+        for ((&i, r), &pos) in which.iter().zip(&records).zip(&at) {
+            for d in &items[i].deliveries {
+                let existing = self.lane(&d.lane);
+                let ll = match existing {
+                    Some(l) => l,
+                    None => self
+                        .lanes
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(d.lane.clone())
+                        .or_insert_with(|| Arc::new(LaneLog::new(pos, 0)))
+                        .clone(),
+                };
+                let mut s = ll.state();
+                s.unread += 1;
+                s.at_end = false;
+            }
+            let entry = Arc::new(Entry {
+                seq: r.seq,
+                lanes: items[i].deliveries.clone(),
+                meta: items[i].webhook.meta().clone(),
+                body: items[i].webhook.body().clone(),
+            });
+            let next = Pos {
+                segment: pos.segment,
+                offset: pos.offset + r.len(),
+            };
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            tail.bytes += entry.body.len();
+            tail.entries.push_back((pos, next, entry));
+            while tail.entries.len() > super::TAIL_RECORDS || tail.bytes > super::TAIL_BYTES {
+                if let Some((_, _, e)) = tail.entries.pop_front() {
+                    tail.bytes -= e.body.len();
+                }
+            }
+        }
+        self.published
+            .store(commit.next_seq, std::sync::atomic::Ordering::Release);
+        Ok(out)
+    }
+
+    fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError> {
+        items
+            .iter()
+            .map(|a| {
+                let v = self
+                    .index
+                    .tree
+                    .get(dedup_key(a.webhook.meta()))
+                    .map_err(index::err)?;
+                Ok(v.map(|v| index::read_u64(&v)))
+            })
+            .collect()
+    }
+
+    fn claim_due(
+        &self,
+        lane: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut out = Vec::new();
+        let ll = self.lane(lane);
+        if let Some(ll) = &ll {
+            let items = ll
+                .state()
+                .lease_due(now_ms, lease_until_ms, limit, &mut || self.token());
+            for item in items {
+                let token = match item.status {
+                    Status::Leased(l) => l.token,
+                    _ => continue,
+                };
+                match self.entry_at(item.pos, item.seq) {
+                    Ok(e) => out.push(claimed(lane, &e, item.slot, token)),
+                    Err(StoreError::Corrupt(why)) => {
+                        // Read once, unreadable now: a dead letter that says so.
+                        let id = DeliveryId {
+                            webhook: item.seq,
+                            slot: item.slot,
+                        };
+                        let mut rec = DeliveryRecord::new(id, lane.to_string(), Vec::new(), now_ms);
+                        rec.state = DeliveryState::Dead {
+                            dead_at_ms: crate::timefmt::now_ms(),
+                            reason: format!(
+                                "the stored webhook cannot be read: {why}; a replay sends it again to lane `{lane}`"
+                            ),
+                        };
+                        self.bury(&rec, token)?;
+                    }
+                    Err(e) => {
+                        ll.state().unlease(item.seq, item.slot, token);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if out.len() < limit {
+            if let Err(e) =
+                self.claim_retries(lane, now_ms, lease_until_ms, limit - out.len(), &mut out)
+            {
+                self.give_back(lane, &out);
+                return Err(e);
+            }
+        }
+        if let Some(ll) = &ll {
+            if out.len() < limit && self.retrying(lane) < MAX_RETRYING {
+                if let Err(e) = self.read_new(lane, ll, lease_until_ms, limit - out.len(), &mut out)
+                {
+                    self.give_back(lane, &out);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError> {
+        let mut best = self.next_retry(lane)?;
+        let paused = self.retrying(lane) >= MAX_RETRYING;
+        if let Some(ll) = self.lane(lane) {
+            let s = ll.state();
+            let mut min = |d: u64| best = Some(best.map_or(d, |b| b.min(d)));
+            if let Some(d) = s.next_due() {
+                min(d);
+            }
+            if s.unread > 0 && !s.at_end && !paused && s.window.len() < WINDOW_MAX {
+                min(0);
+            }
+        }
+        Ok(best)
+    }
+
+    fn update(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+        if let Some(ll) = self.lane(&rec.lane) {
+            let mut s = ll.state();
+            if s.holds(rec.id.webhook) {
+                let Some(l) = s.lease_of(rec.id.webhook, rec.id.slot) else {
+                    return Ok(()); // finished or re-claimed meanwhile
+                };
+                if l.token != lease {
+                    return Ok(());
+                }
+                let pos = s
+                    .window
+                    .iter()
+                    .find(|i| i.seq == rec.id.webhook)
+                    .map(|i| i.pos);
+                // Handed over to the index: a retry record, and where the
+                // webhook is (unless a sibling lane's retry wrote it).
+                let _g = self.stripe(rec.id.webhook);
+                let mut batch = Batch::default();
+                Index::put_delivery(&mut batch, rec);
+                batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
+                if let Some(pos) = pos {
+                    if !self
+                        .index
+                        .tree
+                        .contains_key(wkey(rec.id.webhook))
+                        .map_err(index::err)?
+                    {
+                        batch.insert(wkey(rec.id.webhook), index::encode_pointer(pos));
+                    }
+                }
+                self.apply(batch, |c| c.lane(&rec.lane, 1))?;
+                s.finish(rec.id.webhook, rec.id.slot, lease);
+                return Ok(());
+            }
+        }
+        self.record_outcome(rec.id, lease, |old| {
+            let mut batch = Batch::default();
+            batch.remove(qkey(&old.lane, old.due_ms, rec.id));
+            batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
+            Index::put_delivery(&mut batch, rec);
+            self.apply(batch, |c| {
+                c.lane(&old.lane, -1);
+                c.lane(&rec.lane, 1);
+            })
+        })
+    }
+
+    fn complete_many(&self, lane: &str, done: &[(DeliveryId, u64)]) -> Result<(), StoreError> {
+        let mut retries: Vec<(DeliveryId, u64)> = Vec::new();
+        match self.lane(lane) {
+            Some(ll) => {
+                let mut s = ll.state();
+                for &(id, lease) in done {
+                    if s.holds(id.webhook) {
+                        s.finish(id.webhook, id.slot, lease);
+                    } else {
+                        retries.push((id, lease));
+                    }
+                }
+            }
+            None => retries.extend_from_slice(done),
+        }
+        if retries.is_empty() {
+            return Ok(());
+        }
+        // Every stripe involved, in ascending order (others hold at most one).
+        let mut stripes: Vec<usize> = retries
+            .iter()
+            .map(|(id, _)| self.stripe_index(id.webhook))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes
+            .iter()
+            .map(|&i| self.stripes[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let mut batch = Batch::default();
+        let mut lanes: Vec<String> = Vec::new();
+        let mut found = Vec::with_capacity(retries.len());
+        let mut seen = HashSet::with_capacity(retries.len());
+        {
+            let leases = self.leases();
+            retries.retain(|(id, lease)| {
+                leases.get(id).is_some_and(|l| l.token == *lease) && seen.insert(*id)
+            });
+        }
+        for &(id, _) in &retries {
+            let Some(old) = self.index.get_delivery(id)? else {
+                continue;
+            };
+            if old.state != DeliveryState::Pending {
+                continue;
+            }
+            batch.remove(qkey(&old.lane, old.due_ms, id));
+            lanes.push(old.lane);
+            found.push(id);
+        }
+        self.remove_deliveries(&found, &mut batch);
+        self.apply(batch, |c| lanes.iter().for_each(|l| c.lane(l, -1)))?;
+        let mut leases = self.leases();
+        for (id, _) in &retries {
+            leases.remove(id);
+        }
+        Ok(())
+    }
+
+    fn bury(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+        self.bury_claimed(rec, lease)
+    }
+
+    fn dead_letters(
+        &self,
+        after: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.list_dead(after, limit)
+    }
+
+    fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
+        self.one_dead(id)
+    }
+
+    fn replay(&self, id: DeliveryId, now_ms: u64) -> Result<Option<String>, StoreError> {
+        self.replay_dead(id, now_ms)
+    }
+
+    fn purge(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        self.purge_dead(id)
+    }
+
+    fn lanes(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .lanes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, l)| {
+                let s = l.state();
+                s.unfinished() > 0 || (s.unread > 0 && !s.at_end)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut from = vec![b'q'];
+        while let Some(kv) = self.index.tree.range(from.clone()..vec![b'q' + 1]).next() {
+            let (k, _) = kv.map_err(index::err)?;
+            let Some(sep) = k.iter().position(|&b| b == 0) else {
+                break;
+            };
+            out.push(String::from_utf8_lossy(&k[1..sep]).into_owned());
+            from = k[..sep].to_vec();
+            from.push(1);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn stats(&self) -> Result<(BTreeMap<String, LaneStats>, u64), StoreError> {
+        let (retrying, dead) = {
+            let c = self.counts();
+            (c.retrying.clone(), c.dead)
+        };
+        let mut lanes: BTreeMap<String, LaneStats> = BTreeMap::new();
+        for (lane, n) in retrying.into_iter().filter(|(_, n)| *n > 0) {
+            let oldest_due_ms = self.next_retry(&lane)?;
+            lanes.insert(
+                lane,
+                LaneStats {
+                    pending: n as u64,
+                    oldest_due_ms,
+                },
+            );
+        }
+        let all: Vec<(String, Arc<LaneLog>)> = self
+            .lanes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        for (name, ll) in all {
+            let (pending, oldest, peek) = {
+                let s = ll.state();
+                let oldest = s
+                    .window
+                    .iter()
+                    .find(|i| i.status != Status::Done)
+                    .map(|i| i.pos);
+                (s.unfinished() + s.unread, oldest, s.next)
+            };
+            if pending == 0 {
+                continue;
+            }
+            // The oldest record waiting: read its time (outside every lock).
+            let at = oldest.unwrap_or(peek);
+            let received = match self.read_record(at)? {
+                (Got::Record(e, _), _) => Some(e.meta.received_at_ms),
+                _ => None,
+            };
+            let l = lanes.entry(name).or_default();
+            l.pending += pending;
+            l.oldest_due_ms = match (l.oldest_due_ms, received) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok((lanes, dead.max(0) as u64))
+    }
+
+    fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
+        // In bounded batches: after long downtime there can be hundreds of
+        // thousands due, and one batch of them held gigabytes.
+        let mut n = 0;
+        loop {
+            let mut batch = Batch::default();
+            let mut in_batch = 0;
+            for kv in self
+                .index
+                .tree
+                .range(vec![b't']..index::key(b't', &[&index::be(before_ms)]))
+                .take(10_000)
+            {
+                let (k, v) = kv.map_err(index::err)?;
+                batch.remove(k);
+                batch.remove(v);
+                in_batch += 1;
+            }
+            if in_batch == 0 {
+                return Ok(n);
+            }
+            self.index.tree.apply_batch(batch).map_err(index::err)?;
+            n += in_batch;
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.checkpoint().map(|_| ())
+    }
+
+    fn damaged_ranges(&self) -> u64 {
+        EmbeddedStore::damaged_ranges(self)
+    }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+}
+
+impl EmbeddedStore {
+    /// Gives back the leases of claims that are not returned after all.
+    fn give_back(&self, lane: &str, claims: &[Claimed]) {
+        let ll = self.lane(lane);
+        for c in claims {
+            if let Some(ll) = &ll {
+                ll.state()
+                    .unlease(c.record.id.webhook, c.record.id.slot, c.lease);
+            }
+            let mut leases = self.leases();
+            if leases.get(&c.record.id).is_some_and(|l| l.token == c.lease) {
+                leases.remove(&c.record.id);
+            }
+        }
+    }
+}
