@@ -138,15 +138,18 @@ impl Hist {
         }
         0
     }
+    /// The `q` quantile in milliseconds.
+    fn ms(&self, q: f64) -> f64 {
+        self.quantile(q) as f64 / 1000.0
+    }
     fn line(&self, what: &str) -> String {
-        let ms = |us: u64| us as f64 / 1000.0;
         format!(
             "{what:<28} n={:<9} p50={:>9.2}ms p99={:>9.2}ms p99.9={:>9.2}ms max={:>9.2}ms",
             self.count(),
-            ms(self.quantile(0.5)),
-            ms(self.quantile(0.99)),
-            ms(self.quantile(0.999)),
-            ms(self.quantile(1.0)),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.ms(0.999),
+            self.ms(1.0),
         )
     }
 }
@@ -265,13 +268,16 @@ fn sign(body: &[u8]) -> String {
 }
 
 /// Local destinations: count what arrives; hold it while `down` is true.
+/// Returns their addresses and their servers' tasks (abort them to close the
+/// listeners).
 async fn start_destinations(
     k: usize,
     base_port: u16,
     ledger: Arc<Ledger>,
     down: watch::Receiver<bool>,
-) -> Vec<SocketAddr> {
+) -> (Vec<SocketAddr>, Vec<tokio::task::JoinHandle<()>>) {
     let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
     for d in 0..k {
         let (ledger, down) = (ledger.clone(), down.clone());
         let route = warp::post()
@@ -295,9 +301,9 @@ async fn start_destinations(
             .await
             .expect("bind a destination port on 127.0.0.1");
         addrs.push(listener.local_addr().expect("bound address"));
-        tokio::spawn(warp::serve(route).incoming(listener).run());
+        tasks.push(tokio::spawn(warp::serve(route).incoming(listener).run()));
     }
-    addrs
+    (addrs, tasks)
 }
 
 fn relay_toml(data: &std::path::Path, dests: &[SocketAddr], args: &Args) -> String {
@@ -429,6 +435,8 @@ struct Sender {
     ledger: Arc<Ledger>,
     rate: f64,
     count: u64,
+    /// When sending began: the rate's schedule and the deadline count from here.
+    start: Instant,
     deadline: Instant,
 }
 
@@ -535,7 +543,7 @@ async fn send_loop(s: Arc<Sender>) {
             return;
         }
         let sched = if s.rate > 0.0 {
-            let at = l.start + Duration::from_secs_f64(n as f64 / s.rate);
+            let at = s.start + Duration::from_secs_f64(n as f64 / s.rate);
             if at >= s.deadline {
                 return;
             }
@@ -614,18 +622,10 @@ async fn time_to_serve(url: &str, body: &Bytes, signature: &str, run: &str) -> D
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    assert!(args.destinations <= 5, "--destinations is 0..=5");
-    assert!(
-        !args.restart || args.spawn_binary,
-        "--restart needs --spawn-binary"
-    );
-    let run = format!("{:08x}", rand::random::<u32>());
-    let count = args.count.unwrap_or(MAX_WEBHOOKS).min(MAX_WEBHOOKS);
-    let ledger = Arc::new(Ledger {
-        run: run.clone(),
+/// A fresh ledger for one run: its own run id, counters and histograms.
+fn new_ledger(destinations: usize) -> Arc<Ledger> {
+    Arc::new(Ledger {
+        run: format!("{:08x}", rand::random::<u32>()),
         start: Instant::now(),
         issued: AtomicU64::new(0),
         sent: AtomicU64::new(0),
@@ -635,41 +635,55 @@ async fn main() {
         errors: AtomicU64::new(0),
         scheduled: Slots::new(),
         ack: Slots::new(),
-        arrivals: (0..args.destinations).map(|_| Slots::new()).collect(),
-        delivered: (0..args.destinations).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: (0..destinations).map(|_| Slots::new()).collect(),
+        delivered: (0..destinations).map(|_| AtomicU64::new(0)).collect(),
         duplicates: AtomicU64::new(0),
         unknown: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         ack_latency: Hist::new(),
         ack_from_schedule: Hist::new(),
         e2e: Hist::new(),
-    });
-    let (down_tx, down_rx) = watch::channel(args.backlog);
-    let dests =
-        start_destinations(args.destinations, args.dest_port, ledger.clone(), down_rx).await;
+    })
+}
 
-    let data = tempfile::tempdir_in(&args.data_root).expect("temp data dir");
-    let toml = relay_toml(&data.path().join("data"), &dests, &args);
-    let config = data.path().join("relay.toml");
-    std::fs::write(&config, &toml).expect("write relay.toml");
-    let (mut relay, url) = match (&args.target, args.spawn_binary) {
-        (Some(t), _) => (Relay::External, t.clone()),
-        (None, true) => spawn_binary(&args.binary, &config),
-        (None, false) => start_in_process(&toml).await,
-    };
-    let mode = match relay {
-        Relay::InProcess { .. } => "in-process relay",
-        Relay::Child { .. } => "spawned binary relay",
-        Relay::External => "external relay",
-    };
-
-    let body: Bytes = {
-        let v: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture is JSON");
-        serde_json::to_vec(&v).expect("serialise").into()
-    };
+/// The body every webhook carries (the fixture as compact JSON) and its
+/// signature under `loadgen-secret`.
+fn payload() -> (Bytes, String) {
+    let v: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+    let body: Bytes = serde_json::to_vec(&v).expect("serialise").into();
     let signature = sign(&body);
-    println!(
-        "loadgen run {run}: {mode}, {} connections, rate {}, duration {}s, count {}, {} destinations, body {} bytes{}",
+    (body, signature)
+}
+
+/// How the relay is run, from the arguments.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    InProcess,
+    Child,
+    External,
+}
+
+impl Kind {
+    fn of(args: &Args) -> Kind {
+        match (&args.target, args.spawn_binary) {
+            (Some(_), _) => Kind::External,
+            (None, true) => Kind::Child,
+            (None, false) => Kind::InProcess,
+        }
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::InProcess => "in-process relay",
+            Kind::Child => "spawned binary relay",
+            Kind::External => "external relay",
+        }
+    }
+}
+
+/// The load of a run, as printed in its first line.
+fn load_line(args: &Args, body_len: usize) -> String {
+    format!(
+        "{} connections, rate {}, duration {}s, count {}, {} destinations, body {body_len} bytes{}",
         args.connections,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -679,66 +693,127 @@ async fn main() {
         args.duration,
         args.count.map_or("unbounded".into(), |c| c.to_string()),
         args.destinations,
-        body.len(),
         if args.backlog {
             ", destinations down while sending"
         } else {
             ""
         }
-    );
+    )
+}
 
-    // RSS sampler: the relay's resident set once a second while sending.
-    let sampling = Arc::new(AtomicBool::new(true));
-    let rss_max = Arc::new(AtomicU64::new(0));
-    let sampler = relay_pid(&relay).map(|pid| {
-        let (sampling, rss_max) = (sampling.clone(), rss_max.clone());
-        tokio::spawn(async move {
-            while sampling.load(Relaxed) {
-                rss_max.fetch_max(status_kb(&pid, "VmRSS:"), Relaxed);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    });
+/// Counts on stderr once a second, until aborted.
+fn spawn_progress(l: Arc<Ledger>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = (0, 0);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let acked = l.acked.load(Relaxed);
+            let del: u64 = l.delivered.iter().map(|d| d.load(Relaxed)).sum();
+            eprintln!(
+                "  t={:>5.1}s acked {acked} (+{}/s) delivered {del} (+{}/s) refused {} errors {}",
+                l.start.elapsed().as_secs_f64(),
+                acked - last.0,
+                del - last.1,
+                l.refused.load(Relaxed),
+                l.errors.load(Relaxed)
+            );
+            last = (acked, del);
+        }
+    })
+}
 
-    let (addr, head) = request_head(&url, body.len(), &signature);
+/// Keeps the highest VmRSS of `pid` in `max`, sampled every 250 ms while
+/// `sampling` holds.
+fn spawn_rss_sampler(
+    pid: String,
+    sampling: Arc<AtomicBool>,
+    max: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while sampling.load(Relaxed) {
+            max.fetch_max(status_kb(&pid, "VmRSS:"), Relaxed);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+/// Sends the load the arguments describe (connections, rate, duration,
+/// count) to `url`, counting into `ledger`. Returns the seconds from the
+/// start of sending to the last answer.
+async fn send_load(
+    url: &str,
+    body: &Bytes,
+    signature: &str,
+    ledger: &Arc<Ledger>,
+    args: &Args,
+) -> f64 {
+    let (addr, head) = request_head(url, body.len(), signature);
+    let start = Instant::now();
     let sender = Arc::new(Sender {
         addr,
         head,
         body: body.clone(),
         ledger: ledger.clone(),
         rate: args.rate,
-        count,
-        deadline: ledger.start + Duration::from_secs_f64(args.duration),
+        count: args.count.unwrap_or(MAX_WEBHOOKS).min(MAX_WEBHOOKS),
+        start,
+        deadline: start + Duration::from_secs_f64(args.duration),
     });
-    let progress = {
-        let l = ledger.clone();
-        tokio::spawn(async move {
-            let mut last = (0, 0);
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let acked = l.acked.load(Relaxed);
-                let del: u64 = l.delivered.iter().map(|d| d.load(Relaxed)).sum();
-                eprintln!(
-                    "  t={:>5.1}s acked {acked} (+{}/s) delivered {del} (+{}/s) refused {} errors {}",
-                    l.start.elapsed().as_secs_f64(),
-                    acked - last.0,
-                    del - last.1,
-                    l.refused.load(Relaxed),
-                    l.errors.load(Relaxed)
-                );
-                last = (acked, del);
-            }
-        })
-    };
-    let relay_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
-    let self_cpu0 = cpu_secs("self");
     let senders: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(send_loop(sender.clone())))
         .collect();
     for s in senders {
         let _ = s.await;
     }
-    let send_secs = ledger.start.elapsed().as_secs_f64();
+    start.elapsed().as_secs_f64()
+}
+
+/// What one run against the relay measured.
+struct RelayRun {
+    ledger: Arc<Ledger>,
+    send_secs: f64,
+    acked: u64,
+    relay_cpu: Option<f64>,
+    self_cpu: f64,
+    delivered_at_send_end: u64,
+    rss_send_kb: u64,
+    rss_max_kb: u64,
+    restart_secs: Option<(f64, f64)>,
+    back_us: u64,
+    drain_cpu: Option<f64>,
+    hwm_kb: Option<u64>,
+    missing: u64,
+    delivered: u64,
+    last_us: u64,
+    balanced: bool,
+}
+
+/// One run against the relay: starts the destinations and the relay, sends
+/// the load, waits for the drain, stops the relay and checks the ledger.
+async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &str) -> RelayRun {
+    let (down_tx, down_rx) = watch::channel(args.backlog);
+    let (dests, dest_tasks) =
+        start_destinations(args.destinations, args.dest_port, ledger.clone(), down_rx).await;
+
+    let data = tempfile::tempdir_in(&args.data_root).expect("temp data dir");
+    let toml = relay_toml(&data.path().join("data"), &dests, args);
+    let config = data.path().join("relay.toml");
+    std::fs::write(&config, &toml).expect("write relay.toml");
+    let (mut relay, url) = match Kind::of(args) {
+        Kind::External => (Relay::External, args.target.clone().expect("--target")),
+        Kind::Child => spawn_binary(&args.binary, &config),
+        Kind::InProcess => start_in_process(&toml).await,
+    };
+
+    // RSS sampler: the relay's resident set while sending.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let rss_max = Arc::new(AtomicU64::new(0));
+    let sampler =
+        relay_pid(&relay).map(|pid| spawn_rss_sampler(pid, sampling.clone(), rss_max.clone()));
+    let progress = spawn_progress(ledger.clone());
+    let relay_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let self_cpu0 = cpu_secs("self");
+    let send_secs = send_load(&url, body, signature, &ledger, args).await;
     let relay_cpu = relay_pid(&relay)
         .zip(relay_cpu0)
         .map(|(p, c0)| cpu_secs(&p) - c0);
@@ -755,16 +830,10 @@ async fn main() {
         let t = Instant::now();
         let (r, url2) = spawn_binary(&args.binary, &config);
         relay = r;
-        let served = time_to_serve(&url2, &body, &signature, &run).await;
+        let served = time_to_serve(&url2, body, signature, &ledger.run).await;
         restart_secs = Some((t.elapsed().as_secs_f64(), served.as_secs_f64()));
         if let Some(pid) = relay_pid(&relay) {
-            let (sampling, rss_max) = (sampling.clone(), rss_max.clone());
-            tokio::spawn(async move {
-                while sampling.load(Relaxed) {
-                    rss_max.fetch_max(status_kb(&pid, "VmRSS:"), Relaxed);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            });
+            spawn_rss_sampler(pid, sampling.clone(), rss_max.clone());
         }
     }
     // Destinations come back (backlog mode): the drain is timed from here.
@@ -795,16 +864,59 @@ async fn main() {
     let last_us = ledger.last_delivery_us.load(Relaxed);
 
     let l = &ledger;
+    let dup_acks = l.duplicate_acks.load(Relaxed);
+    let balanced = l.sent.load(Relaxed)
+        == acked + l.refused.load(Relaxed) + l.errors.load(Relaxed) + dup_acks
+        && missing == 0
+        && l.unknown.load(Relaxed) == 0
+        && dup_acks == 0;
+
+    match relay {
+        Relay::InProcess { stop, task } => {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        Relay::Child { mut child } => {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Relay::External => {}
+    }
+    for t in dest_tasks {
+        t.abort();
+    }
+    drop(data);
+    RelayRun {
+        ledger,
+        send_secs,
+        acked,
+        relay_cpu,
+        self_cpu,
+        delivered_at_send_end,
+        rss_send_kb,
+        rss_max_kb: rss_max.load(Relaxed),
+        restart_secs,
+        back_us,
+        drain_cpu,
+        hwm_kb,
+        missing,
+        delivered,
+        last_us,
+        balanced,
+    }
+}
+
+/// The full report of one relay run.
+fn print_report(args: &Args, r: &RelayRun) {
+    let l = &r.ledger;
+    let kind = Kind::of(args);
+    let (acked, missing, delivered, send_secs) = (r.acked, r.missing, r.delivered, r.send_secs);
     let (sent, refused, errors, dup_acks) = (
         l.sent.load(Relaxed),
         l.refused.load(Relaxed),
         l.errors.load(Relaxed),
         l.duplicate_acks.load(Relaxed),
     );
-    let balanced = sent == acked + refused + errors + dup_acks
-        && missing == 0
-        && l.unknown.load(Relaxed) == 0
-        && dup_acks == 0;
     println!("--- ledger");
     println!(
         "sent {sent}  acked {acked}  refused(non-200) {refused}  errors {errors}  duplicate-acks {dup_acks}"
@@ -823,20 +935,20 @@ async fn main() {
         "acks/s {:.0}  (acked {acked} in {send_secs:.2}s of sending)",
         acked as f64 / send_secs
     );
-    if args.destinations > 0 && last_us > 0 {
-        let secs = last_us as f64 / 1e6;
+    if args.destinations > 0 && r.last_us > 0 {
+        let secs = r.last_us as f64 / 1e6;
         println!(
             "deliveries/s {:.0}  ({delivered} unique deliveries, first send → last delivery {secs:.2}s)",
             delivered as f64 / secs
         );
         if args.backlog {
-            let drained = delivered - delivered_at_send_end;
-            let dsecs = last_us.saturating_sub(back_us) as f64 / 1e6;
+            let drained = delivered - r.delivered_at_send_end;
+            let dsecs = r.last_us.saturating_sub(r.back_us) as f64 / 1e6;
             println!(
                 "backlog drain: {drained} deliveries in {dsecs:.2}s after the destinations came back = {:.0}/s",
                 drained as f64 / dsecs
             );
-            if let (Relay::Child { .. }, Some(c)) = (&relay, drain_cpu) {
+            if let (Kind::Child, Some(c)) = (kind, r.drain_cpu) {
                 println!(
                     "cpu while draining: relay {c:.2}s = {:.0} µs per delivery",
                     c * 1e6 / drained.max(1) as f64
@@ -844,14 +956,15 @@ async fn main() {
             }
         }
     }
-    if let Some((spawned, served)) = restart_secs {
+    if let Some((spawned, served)) = r.restart_secs {
         println!(
             "restart with backlog: kill -9 → first 200 from the new process {spawned:.2}s (probe loop {served:.2}s)"
         );
     }
     let acked_f = acked.max(1) as f64;
-    match (&relay, relay_cpu) {
-        (Relay::Child { .. }, Some(c)) => println!(
+    let self_cpu = r.self_cpu;
+    match (kind, r.relay_cpu) {
+        (Kind::Child, Some(c)) => println!(
             "cpu while sending: relay {c:.2}s = {:.0} µs per acked webhook; generator + destinations {self_cpu:.2}s ({:.0} µs per webhook); wall {send_secs:.2}s",
             c * 1e6 / acked_f,
             self_cpu * 1e6 / acked_f
@@ -868,13 +981,13 @@ async fn main() {
         println!("{}", l.e2e.line("end-to-end (from schedule)"));
     }
     println!("--- memory");
-    match (&relay, hwm_kb) {
-        (Relay::InProcess { .. }, Some(h)) => println!(
+    match (kind, r.hwm_kb) {
+        (Kind::InProcess, Some(h)) => println!(
             "this process (relay + generator + destinations): VmHWM {} MB, max sampled VmRSS while sending {} MB",
             h / 1024,
-            rss_send_kb / 1024
+            r.rss_send_kb / 1024
         ),
-        (Relay::Child { .. }, Some(h)) => println!(
+        (Kind::Child, Some(h)) => println!(
             "relay process: VmHWM {} MB{}, max sampled VmRSS while sending {} MB, max overall {} MB",
             h / 1024,
             if args.restart {
@@ -882,31 +995,40 @@ async fn main() {
             } else {
                 ""
             },
-            rss_send_kb / 1024,
-            rss_max.load(Relaxed) / 1024
+            r.rss_send_kb / 1024,
+            r.rss_max_kb / 1024
         ),
         _ => println!("external relay: not measured"),
     }
     println!(
         "RESULT {}",
-        if balanced {
+        if r.balanced {
             "BALANCED"
         } else {
             "VOID (ledger does not balance)"
         }
     );
-    match relay {
-        Relay::InProcess { stop, task } => {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-        }
-        Relay::Child { mut child } => {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        Relay::External => {}
-    }
-    if !balanced {
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    assert!(args.destinations <= 5, "--destinations is 0..=5");
+    assert!(
+        !args.restart || args.spawn_binary,
+        "--restart needs --spawn-binary"
+    );
+    let (body, signature) = payload();
+    let ledger = new_ledger(args.destinations);
+    println!(
+        "loadgen run {}: {}, {}",
+        ledger.run,
+        Kind::of(&args).describe(),
+        load_line(&args, body.len())
+    );
+    let r = relay_run(&args, ledger, &body, &signature).await;
+    print_report(&args, &r);
+    if !r.balanced {
         std::process::exit(2);
     }
 }
