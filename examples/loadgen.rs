@@ -14,6 +14,25 @@
 //! cargo run --release --example loadgen -- --spawn-binary --destinations 1 --count 200000 --backlog --restart
 //! ```
 //!
+//! Ceiling ratio: targets are stated as relay acks/s over the acks/s of a bare
+//! warp server that only verifies the Shopify HMAC and answers 200
+//! (`examples/ceiling.rs`). `--vs-ceiling` measures both in one run under the
+//! same load (connections, rate, duration or count, payload), interleaved:
+//! ceiling, relay, ceiling, relay for `--rounds` (default 2). Each round starts
+//! a fresh ceiling as a child process (`--ceiling-binary`, default
+//! `target/release/examples/ceiling`; it has its own runtime, like the relay
+//! binary) and a fresh relay with its own destinations and data dir, in the
+//! mode the other flags choose; the ledger check applies to the relay only.
+//! It prints acks/s and ack p50/p99 (from schedule) of each side per round, and
+//! the median over rounds of the per-round ratio. With `--spawn-binary` both
+//! sides are separate processes sharing the machine with the generator, which
+//! is the comparison the targets mean; build the examples first:
+//!
+//! ```text
+//! cargo build --release && cargo build --release --examples
+//! cargo run --release --example loadgen -- --spawn-binary --destinations 1 --duration 10 --vs-ceiling
+//! ```
+//!
 //! Latency: ack latency is measured from when the request was sent and from
 //! when it was scheduled; end-to-end latency (scheduled send → first arrival
 //! at a destination) is always measured from the schedule, so a generator that
@@ -85,6 +104,17 @@ struct Args {
     /// Where the relay's data dir is created (a temp dir inside it).
     #[arg(long, default_value = "/tmp")]
     data_root: PathBuf,
+    /// Measure the ceiling (examples/ceiling.rs, a bare HMAC-verifying
+    /// endpoint) under the same load, interleaved with the relay, and print
+    /// the ratio relay/ceiling of acks/s.
+    #[arg(long)]
+    vs_ceiling: bool,
+    /// With --vs-ceiling: rounds of (ceiling, relay).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// The ceiling binary for --vs-ceiling (cargo build --release --examples).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/examples/ceiling"))]
+    ceiling_binary: PathBuf,
 }
 
 /// Lock-free log-linear histogram of microseconds (HDR-style, < 1% error).
@@ -738,8 +768,9 @@ fn spawn_rss_sampler(
 }
 
 /// Sends the load the arguments describe (connections, rate, duration,
-/// count) to `url`, counting into `ledger`. Returns the seconds from the
-/// start of sending to the last answer.
+/// count) to `url`, counting into `ledger`: the one sender both the relay and
+/// the ceiling are measured with. Returns the seconds from the start of
+/// sending to the last answer.
 async fn send_load(
     url: &str,
     body: &Bytes,
@@ -1010,6 +1041,122 @@ fn print_report(args: &Args, r: &RelayRun) {
     );
 }
 
+/// Starts the ceiling binary on an ephemeral port; returns it and its
+/// webhook URL once it printed `listening on ADDR`.
+fn spawn_ceiling(binary: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--secret", SECRET])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (cargo build --release --examples first)",
+                binary.display()
+            )
+        });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .next()
+        .expect("ceiling exited before listening")
+        .expect("read ceiling stdout");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("ceiling printed {line:?}, not `listening on ADDR`"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}/webhooks/shopify/shop"))
+}
+
+/// One run against a fresh ceiling process; returns the seconds of sending.
+async fn ceiling_run(args: &Args, ledger: &Arc<Ledger>, body: &Bytes, signature: &str) -> f64 {
+    let (mut child, url) = spawn_ceiling(&args.ceiling_binary);
+    let progress = spawn_progress(ledger.clone());
+    let secs = send_load(&url, body, signature, ledger, args).await;
+    progress.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+    secs
+}
+
+/// One side of a round: acks per second of sending and the ack latency
+/// (from schedule); returns the rate and the printed figures.
+fn side_figures(l: &Ledger, send_secs: f64) -> (f64, String) {
+    let acked = l.acked.load(Relaxed);
+    let rate = acked as f64 / send_secs;
+    let h = &l.ack_from_schedule;
+    let line = format!(
+        "acks/s {rate:>8.0}  ack p50 {:>7.2}ms p99 {:>7.2}ms  (sent {}, acked {acked}, refused {}, errors {}, {send_secs:.2}s)",
+        h.ms(0.5),
+        h.ms(0.99),
+        l.sent.load(Relaxed),
+        l.refused.load(Relaxed),
+        l.errors.load(Relaxed),
+    );
+    (rate, line)
+}
+
+/// `--vs-ceiling`: rounds of ceiling then relay under the same load. Prints
+/// each side's figures per round and the median of the rounds' ratios;
+/// false when a relay ledger did not balance or the ceiling refused or
+/// failed a request.
+async fn vs_ceiling(args: &Args, body: &Bytes, signature: &str) -> bool {
+    if !args.ceiling_binary.exists() {
+        eprintln!(
+            "{} not found: build it first with `cargo build --release --examples` (or pass --ceiling-binary)",
+            args.ceiling_binary.display()
+        );
+        std::process::exit(2);
+    }
+    println!(
+        "loadgen vs ceiling: {} against {} (a child process), {}, {} rounds",
+        Kind::of(args).describe(),
+        args.ceiling_binary.display(),
+        load_line(args, body.len()),
+        args.rounds
+    );
+    let mut ratios = Vec::new();
+    let mut valid = true;
+    for round in 1..=args.rounds {
+        let ceiling = new_ledger(0);
+        let secs = ceiling_run(args, &ceiling, body, signature).await;
+        let (ceiling_rate, figures) = side_figures(&ceiling, secs);
+        let clean = ceiling.refused.load(Relaxed) == 0 && ceiling.errors.load(Relaxed) == 0;
+        println!(
+            "round {round} ceiling: {figures}{}",
+            if clean { "" } else { "  NOT CLEAN" }
+        );
+        let r = relay_run(args, new_ledger(args.destinations), body, signature).await;
+        let (relay_rate, figures) = side_figures(&r.ledger, r.send_secs);
+        println!(
+            "round {round} relay:   {figures}  ledger {}",
+            if r.balanced { "BALANCED" } else { "VOID" }
+        );
+        let ratio = relay_rate / ceiling_rate;
+        println!("round {round} ratio relay/ceiling: {ratio:.2}");
+        ratios.push(ratio);
+        valid &= clean && r.balanced;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    let median = if ratios.len() % 2 == 0 {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    } else {
+        ratios[mid]
+    };
+    println!("ratio relay/ceiling: {median:.2} (median of rounds)");
+    println!(
+        "RESULT {}",
+        if valid {
+            "BALANCED"
+        } else {
+            "VOID (a relay ledger does not balance or the ceiling refused or failed requests)"
+        }
+    );
+    valid
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -1018,7 +1165,18 @@ async fn main() {
         !args.restart || args.spawn_binary,
         "--restart needs --spawn-binary"
     );
+    assert!(
+        !(args.restart && args.vs_ceiling),
+        "--restart does not go with --vs-ceiling"
+    );
+    assert!(args.rounds >= 1, "--rounds is at least 1");
     let (body, signature) = payload();
+    if args.vs_ceiling {
+        if !vs_ceiling(&args, &body, &signature).await {
+            std::process::exit(2);
+        }
+        return;
+    }
     let ledger = new_ledger(args.destinations);
     println!(
         "loadgen run {}: {}, {}",
