@@ -1,0 +1,286 @@
+//! The embedded store: the shared contract, then what is its own (the log,
+//! checkpoints, recovery, damage, power cuts).
+
+mod power_cut;
+mod sim;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::EmbeddedStore;
+use super::io::Fs;
+use super::io::RealFs;
+use crate::queue::contract::{accept, dead, failed, store_contract};
+use crate::queue::*;
+use sim::SimFs;
+
+fn open(dir: &Path) -> Box<dyn Store> {
+    Box::new(EmbeddedStore::open(dir).unwrap())
+}
+
+store_contract!(open);
+
+fn open_sim(fs: &SimFs, dir: &Path, segment_bytes: u64) -> EmbeddedStore {
+    super::recovery::open(Arc::new(fs.clone()), dir, segment_bytes).unwrap()
+}
+
+/// Claims everything of `lane` due by `now` and completes it; returns the
+/// dedup ids delivered.
+fn deliver_all(s: &dyn Store, lane: &str, now: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let c = s.claim_due(lane, now, now + 1000, 100).unwrap();
+        if c.is_empty() {
+            return out;
+        }
+        let done: Vec<_> = c.iter().map(|c| (c.record.id, c.lease)).collect();
+        out.extend(c.iter().map(|c| c.webhook.meta().dedup_id.clone()));
+        s.complete_many(lane, &done).unwrap();
+    }
+}
+
+fn keys(s: &EmbeddedStore, prefix: u8) -> usize {
+    s.index.tree.scan_prefix([prefix]).count()
+}
+
+#[test]
+fn a_delivery_that_succeeds_first_time_writes_nothing_to_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    for i in 0..50 {
+        s.accept_batch(&[accept(&format!("w{i}"), &["x", "y"])], 100)
+            .unwrap();
+    }
+    let before = s.index.tree.len();
+    assert_eq!(deliver_all(&s, "x", 100).len(), 50);
+    assert_eq!(deliver_all(&s, "y", 100).len(), 50);
+    assert_eq!(s.index.tree.len(), before, "no index write per delivery");
+    assert_eq!((keys(&s, b'd'), keys(&s, b'q'), keys(&s, b'w')), (0, 0, 0));
+    // Only dedup: the key and its expiry entry per webhook.
+    assert_eq!((keys(&s, b'k'), keys(&s, b't')), (50, 50));
+}
+
+#[test]
+fn segments_go_once_every_lane_has_passed_them_and_nothing_points_into_them() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 512);
+    let log = dir.path().join("log");
+    for i in 0..20 {
+        s.accept_batch(&[accept(&format!("w{i}"), &["x", "y"])], 100)
+            .unwrap();
+    }
+    let made = fs.names(&log).len();
+    assert!(made >= 5, "{made} segments");
+    // Lane x is done, y not: every segment stays.
+    deliver_all(&s, "x", 100);
+    s.flush().unwrap();
+    assert_eq!(fs.names(&log).len(), made);
+    // y fails its first webhook (a retry points into the first segment)
+    // and delivers the rest.
+    let first = s.claim_due("y", 100, 1000, 1).unwrap().remove(0);
+    s.update(&failed(&first, 5000), first.lease).unwrap();
+    deliver_all(&s, "y", 100);
+    s.flush().unwrap();
+    let left = fs.names(&log);
+    assert!(left.len() >= 2 && left.len() < made, "{left:?}");
+    assert_eq!(
+        left[0],
+        format!("{:020}.log", first.record.id.webhook),
+        "the retry's segment stays"
+    );
+    // Once the retry is delivered, only the newest segment stays.
+    let r = s.claim_due("y", 5000, 9000, 10).unwrap();
+    s.complete_many("y", &[(r[0].record.id, r[0].lease)])
+        .unwrap();
+    s.flush().unwrap();
+    assert_eq!(fs.names(&log).len(), 1, "{:?}", fs.names(&log));
+}
+
+#[test]
+fn a_failed_commit_leaves_no_dedup_trace_and_the_resend_is_delivered_once() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    s.accept_batch(&[accept("before", &["x"])], 100).unwrap();
+    fs.fail_syncs(true);
+    assert!(s.accept_batch(&[accept("a", &["x"])], 100).is_err());
+    assert_eq!(s.accepted(&[accept("a", &[])]).unwrap(), vec![None]);
+    fs.fail_syncs(false);
+    // The sender retries: stored now, not answered `duplicate`.
+    assert!(matches!(
+        s.accept_batch(&[accept("a", &["x"])], 100).unwrap()[0],
+        AcceptOutcome::Queued(_)
+    ));
+    assert_eq!(deliver_all(&s, "x", 100), ["before", "a"]);
+    // And after a power cut, still once.
+    drop(s);
+    fs.cut(&mut rand::rng(), true);
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    let again = deliver_all(&s, "x", 100);
+    assert!(again.iter().filter(|d| *d == "a").count() <= 1, "{again:?}");
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_every_acknowledged_webhook_stays() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    s.accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
+        .unwrap();
+    // A batch written but cut short by the power: never acknowledged.
+    fs.fail_syncs(true);
+    let _ = s.accept_batch(&[accept("c", &["x"])], 100);
+    fs.fail_syncs(false);
+    drop(s);
+    let seg = dir
+        .path()
+        .join("log")
+        .join(&fs.names(&dir.path().join("log"))[0]);
+    let len = fs.read(&seg).unwrap().unwrap().len();
+    // Unsynced garbage after the last record, as a torn write leaves it.
+    let f = fs.open(&seg).unwrap();
+    f.append(&[b"SRL1\x40\x00\x00\x00garbage"]).unwrap();
+    fs.cut(&mut rand::rng(), true);
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    assert_eq!(deliver_all(&s, "x", 100), ["a", "b"]);
+    assert_eq!(fs.read(&seg).unwrap().unwrap().len(), len, "truncated");
+    assert_eq!(s.damaged_ranges(), 0, "a torn tail is not damage");
+    s.accept_batch(&[accept("d", &["x"])], 100).unwrap();
+    assert_eq!(deliver_all(&s, "x", 100), ["d"]);
+}
+
+#[test]
+fn damage_inside_the_log_is_skipped_counted_and_stops_nothing_else() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    for d in ["a", "b", "c"] {
+        s.accept_batch(&[accept(d, &["x"])], 100).unwrap();
+    }
+    s.flush().unwrap();
+    drop(s);
+    let log = dir.path().join("log");
+    let seg = log.join(&fs.names(&log)[0]);
+    let bytes = fs.read(&seg).unwrap().unwrap();
+    // The second record's body: find "b" in its meta and flip a byte past it.
+    let second = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"SRL1")
+        .nth(1)
+        .unwrap()
+        .0;
+    fs.flip(&seg, second + 40);
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    assert_eq!(deliver_all(&s, "x", 100), ["a", "c"]);
+    assert_eq!(s.damaged_ranges(), 1);
+    s.accept_batch(&[accept("d", &["x"])], 100).unwrap();
+    assert_eq!(deliver_all(&s, "x", 100), ["d"]);
+    assert_eq!(s.damaged_ranges(), 1, "counted once");
+}
+
+#[test]
+fn an_index_that_cannot_be_opened_is_moved_aside_and_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.accept_batch(
+            &[
+                accept("a", &["x"]),
+                accept("b", &["x"]),
+                accept("c", &["x"]),
+            ],
+            100,
+        )
+        .unwrap();
+        let c = s.claim_due("x", 100, 1000, 10).unwrap();
+        s.complete_many("x", &[(c[0].record.id, c[0].lease)])
+            .unwrap();
+        s.update(&failed(&c[1], 5000), c[1].lease).unwrap();
+        s.flush().unwrap();
+    }
+    // Damage sled the way a full disk was seen to ("Read corrupted data").
+    for f in ["conf", "db"] {
+        std::fs::write(dir.path().join("index").join(f), b"\xffnot sled at all").unwrap();
+    }
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("index.broken-"));
+    assert!(aside, "the broken index is kept for inspection");
+    // Every webhook still in the log is due again (at least once).
+    let mut got = deliver_all(&s, "x", 100);
+    got.sort();
+    assert_eq!(got, ["a", "b", "c"]);
+    assert!(matches!(
+        s.accept_batch(&[accept("b", &["x"])], 100).unwrap()[0],
+        AcceptOutcome::Duplicate(_)
+    ));
+}
+
+#[test]
+fn a_data_dir_of_the_previous_layout_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), b"old sled").unwrap();
+    let e = EmbeddedStore::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("written by shoprelay 0.1"), "{e}");
+    assert!(
+        e.contains("Drain it first with the previous version"),
+        "{e}"
+    );
+}
+
+#[test]
+fn after_a_crash_only_what_lanes_finished_since_the_checkpoint_comes_again() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    let batch: Vec<Accept> = (0..10).map(|i| accept(&format!("w{i}"), &["x"])).collect();
+    s.accept_batch(&batch, 100).unwrap();
+    let c = s.claim_due("x", 100, 1000, 5).unwrap();
+    let done: Vec<_> = c.iter().map(|c| (c.record.id, c.lease)).collect();
+    s.complete_many("x", &done).unwrap();
+    s.flush().unwrap();
+    let after = deliver_all(&s, "x", 100);
+    assert_eq!(after.len(), 5);
+    drop(s);
+    fs.cut(&mut rand::rng(), false);
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    assert_eq!(deliver_all(&s, "x", 100), after, "the same five, no others");
+}
+
+#[test]
+fn a_dead_letter_keeps_its_body_after_its_segment_is_gone() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 256);
+    for i in 0..8 {
+        s.accept_batch(&[accept(&format!("w{i}"), &["x"])], 100)
+            .unwrap();
+    }
+    let c = s.claim_due("x", 100, 1000, 1).unwrap().remove(0);
+    s.bury(&dead(&c.record, 200, "HTTP 400"), c.lease).unwrap();
+    deliver_all(&s, "x", 100);
+    s.flush().unwrap();
+    assert_eq!(fs.names(&dir.path().join("log")).len(), 1);
+    let d = s.dead_letter(c.record.id).unwrap().unwrap();
+    assert_eq!(d.webhook.unwrap().body().as_ref(), br#"{"id":1}"#);
+    assert_eq!(s.replay(c.record.id, 300).unwrap().as_deref(), Some("x"));
+    let r = s.claim_due("x", 300, 1000, 10).unwrap();
+    assert_eq!(r[0].webhook.meta().dedup_id, "w0");
+}
+
+#[test]
+fn real_files_are_what_the_store_opens() {
+    // The same store over the operating system's files reopens its own data.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b");
+    {
+        let s = super::recovery::open(Arc::new(RealFs), &path, 1 << 20).unwrap();
+        s.accept_batch(&[accept("a", &["x"])], 100).unwrap();
+    }
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(deliver_all(&s, "x", 100), ["a"]);
+}
