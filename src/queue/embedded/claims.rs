@@ -360,7 +360,7 @@ impl Store for EmbeddedStore {
         let mut which = Vec::new();
         for (i, a) in items.iter().enumerate() {
             let k = dedup_key(a.webhook.meta());
-            if let Some(&w) = fresh.get(&k) {
+            if let Some(w) = fresh.get(&k).copied().or_else(|| commit.recent(&k)) {
                 out.push(AcceptOutcome::Duplicate(w));
                 continue;
             }
@@ -386,15 +386,9 @@ impl Store for EmbeddedStore {
         // Durable here: one writev, one fdatasync. Until it returns Ok
         // nothing of the batch exists for anyone (no dedup trace either).
         let at = self.log.append(&records)?;
-        let mut batch = Batch::default();
         for (&i, r) in which.iter().zip(&records) {
-            index::put_dedup(&mut batch, items[i].webhook.meta(), r.seq, now_ms);
-        }
-        if let Err(e) = self.index.tree.apply_batch(batch) {
-            // The webhooks are safe in the log; the index catches up from
-            // it at the next start.
-            tracing::error!(error = %e, "index write failed after the log commit; the next start re-indexes from the log");
-            commit.index_behind.get_or_insert(at[0]);
+            let k = dedup_key(items[i].webhook.meta());
+            commit.unindexed.insert(k, (r.seq, now_ms));
         }
         for ((&i, r), &pos) in which.iter().zip(&records).zip(&at) {
             for d in &items[i].deliveries {
@@ -438,9 +432,13 @@ impl Store for EmbeddedStore {
     }
 
     fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError> {
+        let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
         items
             .iter()
             .map(|a| {
+                if let Some(w) = commit.recent(&dedup_key(a.webhook.meta())) {
+                    return Ok(Some(w));
+                }
                 let v = self
                     .index
                     .tree
@@ -742,7 +740,13 @@ impl Store for EmbeddedStore {
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
         // In bounded batches: after long downtime there can be hundreds of
         // thousands due, and one batch of them held gigabytes.
-        let mut n = 0;
+        let mut n = {
+            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            let before = commit.unindexed.len() + commit.indexing.len();
+            commit.unindexed.retain(|_, &mut (_, ms)| ms >= before_ms);
+            commit.indexing.retain(|_, &mut (_, ms)| ms >= before_ms);
+            before - commit.unindexed.len() - commit.indexing.len()
+        };
         loop {
             let mut batch = Batch::default();
             let mut in_batch = 0;

@@ -114,10 +114,14 @@ pub fn dedup_key(m: &WebhookMeta) -> Vec<u8> {
 
 /// Adds webhook `w`'s dedup entries to `batch`.
 pub fn put_dedup(batch: &mut Batch, m: &WebhookMeta, w: WebhookId, now_ms: u64) {
-    let k = dedup_key(m);
+    put_dedup_key(batch, &dedup_key(m), w, now_ms);
+}
+
+/// Adds the dedup entries of `k` (a [`dedup_key`]) to `batch`.
+pub fn put_dedup_key(batch: &mut Batch, k: &[u8], w: WebhookId, now_ms: u64) {
     let mut v = be(w).to_vec();
     v.extend_from_slice(&be(now_ms));
-    batch.insert(key(b't', &[&be(now_ms), &be(w)]), k.clone());
+    batch.insert(key(b't', &[&be(now_ms), &be(w)]), k);
     batch.insert(k, v);
 }
 

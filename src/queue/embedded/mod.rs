@@ -81,9 +81,34 @@ pub struct EmbeddedStore {
 
 struct CommitState {
     next_seq: u64,
-    /// The first record whose dedup entries did not reach the index (a
-    /// failed sled write): checkpoints replay from there.
-    index_behind: Option<Pos>,
+    /// Dedup ids of committed records not yet in the index: ingest answers
+    /// `duplicate` from here (only ever for what is durable in the log), and
+    /// the next checkpoint writes them to the index in one batch, off the
+    /// commit path.
+    unindexed: Dedup,
+    /// What the running checkpoint is writing to the index.
+    indexing: Dedup,
+}
+
+/// Dedup key → (webhook id, accepted ms).
+pub(crate) type Dedup = HashMap<Vec<u8>, (u64, u64)>;
+
+impl CommitState {
+    pub(crate) fn new(next_seq: u64) -> Self {
+        CommitState {
+            next_seq,
+            unindexed: HashMap::new(),
+            indexing: HashMap::new(),
+        }
+    }
+
+    /// The webhook id `key` was accepted as, if it is not in the index yet.
+    fn recent(&self, key: &[u8]) -> Option<u64> {
+        self.unindexed
+            .get(key)
+            .or_else(|| self.indexing.get(key))
+            .map(|&(w, _)| w)
+    }
 }
 
 #[derive(Default)]
@@ -214,8 +239,14 @@ impl EmbeddedStore {
     fn checkpoint(&self) -> Result<u64, crate::queue::StoreError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         // A consistent cut: no commit in progress, every lane's state at once.
-        let (cp, min_cursor) = {
-            let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        let (cp, min_cursor, indexing) = {
+            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = std::mem::take(&mut commit.unindexed);
+            commit.indexing.extend(fresh);
+            let mut batch = ::sled::Batch::default();
+            for (k, &(w, ms)) in &commit.indexing {
+                index::put_dedup_key(&mut batch, k, w, ms);
+            }
             let tail = self.log.tail();
             let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
             let mut marks = BTreeMap::new();
@@ -237,12 +268,15 @@ impl EmbeddedStore {
                     },
                 );
             }
-            let replay_from = commit.index_behind.unwrap_or(tail);
             (
-                checkpoint::Checkpoint::new(commit.next_seq, replay_from, marks),
-                min_cursor.min(replay_from),
+                checkpoint::Checkpoint::new(commit.next_seq, tail, marks),
+                min_cursor,
+                batch,
             )
         };
+        // Every record before the cut has its dedup entries in this batch or
+        // in the index already.
+        self.index.tree.apply_batch(indexing).map_err(index::err)?;
         // Segments wholly before every cursor whose webhooks nothing in the
         // index points to (retries, dead letters too large to move). Decided
         // before the sync, so what made them free is durable before they go.
@@ -267,6 +301,12 @@ impl EmbeddedStore {
         checkpoint::write(&*self.fs, &self.dir, &cp).map_err(|e| {
             crate::queue::StoreError::Backend(format!("writing the checkpoint: {e}"))
         })?;
+        // In the durable index now: no longer answered from memory.
+        self.commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .indexing
+            .clear();
         let mut freed = 0;
         for first in &unused {
             freed += self.log.delete(*first)?;

@@ -108,10 +108,7 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
         log,
         index,
         lanes: RwLock::new(HashMap::new()),
-        commit: Mutex::new(CommitState {
-            next_seq,
-            index_behind: None,
-        }),
+        commit: Mutex::new(CommitState::new(next_seq)),
         published: AtomicU64::new(0),
         tail: Mutex::new(TailCache::default()),
         leases: Mutex::new(HashMap::new()),
