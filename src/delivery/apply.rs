@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::metrics::Metrics;
 use crate::queue::{Claimed, DeliveryState, Store};
 
-use super::lane::blocking;
+use super::blocking::blocking;
 use super::worker::{Context, Decision, attempt};
 
 /// Most completions in one write.

@@ -17,6 +17,7 @@ use crate::queue::Store;
 use crate::shutdown::Shutdown;
 
 use super::apply::{complete_batches, deliver};
+use super::blocking::blocking;
 use super::destination::{BuildError, Destination};
 use super::worker::Context;
 
@@ -163,12 +164,6 @@ impl Engine {
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
 }
 
 async fn run_lane(

@@ -12,6 +12,7 @@
 //! | [`retry`] | attempts so far + time → the next due time, or give up |
 
 mod apply;
+mod blocking;
 pub mod classify;
 pub mod destination;
 pub mod format;
