@@ -16,10 +16,10 @@ use crate::metrics::Metrics;
 use crate::queue::Store;
 use crate::shutdown::Shutdown;
 
-use super::apply::{complete_batches, deliver};
+use super::attempt::Context;
 use super::blocking::blocking;
 use super::destination::{BuildError, Destination};
-use super::worker::Context;
+use super::drive::{complete_batches, deliver};
 
 /// The longest a lane sleeps without looking at its queue (a safety net: a
 /// wake-up is never needed for correctness, only for promptness).

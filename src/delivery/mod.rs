@@ -1,9 +1,10 @@
 //! Stage 5: delivery. [`lane`] runs one task per destination over the durable
-//! queue; [`worker`] takes one delivery through one attempt; `apply` writes
-//! what the attempt decided (and batches completions); [`destination`] holds
-//! the HTTP client. The decisions are pure functions: no I/O, no clock
-//! (time comes in as milliseconds since the epoch, randomness as a number in
-//! `[0, 1)`), so every one is a table test.
+//! queue; `drive` takes each claimed delivery through one
+//! [`attempt`](mod@attempt) (map, send, decide) and writes the decision to the
+//! queue, metrics and log; [`destination`] holds the HTTP client. The decisions
+//! below are pure functions: no I/O, no clock (time comes in as milliseconds
+//! since the epoch, randomness as a number in `[0, 1)`), so every one is a
+//! table test.
 //!
 //! | module | decides |
 //! |---|---|
@@ -11,14 +12,14 @@
 //! | [`classify`] | one HTTP attempt (status + headers + body start, or a transport error) → delivered, retry, or dead letter |
 //! | [`retry`] | attempts so far + time → the next due time, or give up |
 
-mod apply;
+pub mod attempt;
 mod blocking;
 pub mod classify;
 pub mod destination;
+mod drive;
 pub mod format;
 pub mod lane;
 pub mod retry;
-pub mod worker;
 
 #[cfg(test)]
 mod tests;

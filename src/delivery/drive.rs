@@ -1,13 +1,15 @@
-//! Applying what an attempt decided: the queue write, the metrics and the log
-//! line, and the per-lane completer that records successes in batches.
+//! Drives one delivery: its attempt, then the [`Decision`] written to the queue, metrics and log.
+//!
+//! Successes are not written one by one: each lane's completer
+//! ([`complete_batches`]) records them in batches.
 
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::queue::{Claimed, DeliveryState, Store};
 
+use super::attempt::{Context, Decision, attempt};
 use super::blocking::blocking;
-use super::worker::{Context, Decision, attempt};
 
 /// Most completions in one write.
 const MAX_COMPLETE_BATCH: usize = 1024;

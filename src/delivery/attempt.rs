@@ -1,7 +1,8 @@
-//! One delivery, start to finish: map the webhook, keep the events this
-//! destination wants, send what is not yet delivered, and decide what the
-//! queue does next. The decision is returned, not applied, so it is testable
-//! and the lane applies it in one place.
+//! One attempt at a delivery → a [`Decision`]: done, retry at a due time, or bury.
+//!
+//! It maps the webhook, keeps the events each destination wants, sends what is
+//! not yet delivered and decides what the queue does next. The decision is
+//! returned, not applied: `drive` writes it, in one place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
