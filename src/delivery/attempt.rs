@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{MappingConfig, RetryConfig};
 use crate::queue::{DeliveryRecord, DeliveryState, WebhookId};
 use crate::sources::Webhook;
 
-use super::classify::Outcome;
+use super::classify::{Failure, Outcome};
 use super::destination::Destination;
 use super::format::event_passes_filter;
 use super::retry::{Step, give_up_reason, next_step};
@@ -21,10 +22,20 @@ use super::retry::{Step, give_up_reason, next_step};
 pub enum Decision {
     /// Every event reached a destination: forget it.
     Done,
-    /// Try again at `record.due_ms` (progress and error saved in `record`).
-    Retry(DeliveryRecord),
-    /// Give up: `record.state` is `Dead` with the reason.
-    Bury(DeliveryRecord),
+    /// Try again at `record.due_ms`.
+    Retry {
+        /// Progress, and the full error in `last_error`.
+        record: DeliveryRecord,
+        /// The error as the log shows it, without the destination's words.
+        summary: String,
+    },
+    /// Give up.
+    Bury {
+        /// `state` is `Dead` with the full reason.
+        record: DeliveryRecord,
+        /// The reason as the log shows it, without the destination's words.
+        summary: String,
+    },
 }
 
 /// Shared by every lane.
@@ -102,12 +113,21 @@ impl MappedCache {
     }
 }
 
-fn bury(mut rec: DeliveryRecord, now: u64, reason: String) -> Decision {
+/// Dead-letters `rec` with `reason`; `summary` is what the log may show of it.
+pub(super) fn bury(mut rec: DeliveryRecord, now: u64, reason: String, summary: String) -> Decision {
     rec.state = DeliveryState::Dead {
         dead_at_ms: now,
         reason,
     };
-    Decision::Bury(rec)
+    Decision::Bury {
+        record: rec,
+        summary,
+    }
+}
+
+/// A reason in our own words only (nothing the destination said): logged whole.
+fn bury_ours(rec: DeliveryRecord, now: u64, reason: String) -> Decision {
+    bury(rec, now, reason.clone(), reason)
 }
 
 /// Runs one attempt of `rec` (fan-out: one target; first-success: each target
@@ -117,22 +137,20 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
     let mapped = ctx.mapped.get_or_map(rec.id.webhook, webhook, &ctx.mapping);
     let events = match mapped.as_ref() {
         Ok(e) => e,
-        Err(e) => return bury(rec, started, format!("cannot map the webhook: {e}")),
+        Err(e) => return bury_ours(rec, started, format!("cannot map the webhook: {e}")),
     };
     if rec.targets.is_empty() {
         // Nothing to send to is not a delivery.
-        return bury(rec, started, "no destination to send it to".into());
+        return bury_ours(rec, started, "no destination to send it to".into());
     }
     let first_success = rec.targets.len() > 1;
-    let mut last: Option<Outcome> = None;
+    // The last target's failure, and the Retry-After it asked for.
+    let mut last: Option<(Failure, Option<Duration>)> = None;
     let mut any_retryable = false;
     for target in rec.targets.clone() {
         let Some(dest) = ctx.destinations.get(&target) else {
             let reason = format!("destination `{target}` is no longer in relay.toml");
-            last = Some(Outcome::Fail {
-                status: 0,
-                error: reason,
-            });
+            last = Some((Failure::no_answer(reason), None));
             continue;
         };
         let filter = dest.cfg.events.as_deref();
@@ -150,10 +168,7 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
         let requests = match dest.encoder.prepare(&wanted[skip..], started) {
             Ok(r) => r,
             Err(e) => {
-                last = Some(Outcome::Fail {
-                    status: 0,
-                    error: e.to_string(),
-                });
+                last = Some((Failure::no_answer(e.to_string()), None));
                 continue;
             }
         };
@@ -167,28 +182,30 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
                 rec.events_done += req.events as u32;
             }
         }
-        if matches!(outcome, Outcome::Delivered) {
-            return Decision::Done;
-        }
-        any_retryable |= matches!(outcome, Outcome::Retry { .. });
-        last = Some(outcome);
+        last = Some(match outcome {
+            Outcome::Delivered => return Decision::Done,
+            Outcome::Retry {
+                retry_after,
+                failure,
+            } => {
+                any_retryable = true;
+                (failure, retry_after)
+            }
+            Outcome::Fail(failure) => (failure, None),
+        });
     }
     let now = (ctx.clock)();
     rec.attempts = rec.attempts.saturating_add(1);
     let first = *rec.first_attempt_at_ms.get_or_insert(started);
-    let Some(last) = last else {
+    let Some((failure, retry_after)) = last else {
         return Decision::Done;
     };
-    rec.last_error = last.error().map(str::to_string);
-    rec.last_status = last.status().filter(|s| *s > 0);
-    let error = rec.last_error.clone().unwrap_or_default();
+    let reason = failure.reason();
+    rec.last_error = Some(reason.clone());
+    rec.last_status = failure.status;
     if !any_retryable {
-        return bury(rec, now, error);
+        return bury(rec, now, reason, failure.summary);
     }
-    let retry_after = match last {
-        Outcome::Retry { retry_after, .. } => retry_after,
-        _ => None,
-    };
     match next_step(
         now,
         first,
@@ -199,11 +216,15 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
     ) {
         Step::RetryAt(due) => {
             rec.due_ms = due;
-            Decision::Retry(rec)
+            Decision::Retry {
+                record: rec,
+                summary: failure.summary,
+            }
         }
         Step::GiveUp => {
-            let reason = give_up_reason(rec.attempts, &ctx.retry, &error);
-            bury(rec, now, reason)
+            let summary = give_up_reason(rec.attempts, &ctx.retry, &failure.summary);
+            let reason = give_up_reason(rec.attempts, &ctx.retry, &reason);
+            bury(rec, now, reason, summary)
         }
     }
 }

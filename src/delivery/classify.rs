@@ -8,6 +8,10 @@
 //! followed: a followed 302 turns a POST into a GET that would count as delivered) and
 //! every other 4xx, which a retry cannot fix. `Retry-After` is read on 429 and 503,
 //! as delay-seconds or an IMF-fixdate HTTP-date.
+//!
+//! A [`Failure`] keeps our words (safe to log) apart from the destination's (the
+//! body may echo the payload, a Location our URL's token), so nothing downstream
+//! has to cut a message apart to log it.
 
 use std::time::Duration;
 
@@ -25,40 +29,78 @@ pub enum Outcome {
     Delivered,
     /// Try again later (see [`super::retry::next_step`]).
     Retry {
-        /// The status, when there was a response.
-        status: Option<u16>,
         /// What the destination asked for in `Retry-After`, already relative to now.
         retry_after: Option<Duration>,
-        /// One line for operators: status and body start, or the transport error.
-        error: String,
+        /// What went wrong.
+        failure: Failure,
     },
     /// Dead-letter now; retrying cannot help.
-    Fail {
-        /// The response status.
-        status: u16,
-        /// One line for operators: status and the start of the body.
-        error: String,
-    },
+    Fail(Failure),
 }
 
 impl Outcome {
-    /// The operator-facing message, if the attempt did not deliver.
-    pub fn error(&self) -> Option<&str> {
+    /// What went wrong, if the attempt did not deliver.
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Delivered => None,
-            Outcome::Retry { error, .. } | Outcome::Fail { error, .. } => Some(error),
-        }
-    }
-
-    /// The HTTP status of a failed attempt that got a response.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Outcome::Delivered => None,
-            Outcome::Retry { status, .. } => *status,
-            Outcome::Fail { status, .. } => Some(*status),
+            Outcome::Retry { failure, .. } | Outcome::Fail(failure) => Some(failure),
         }
     }
 }
+
+/// Why an attempt did not deliver, split by who may read what: the log gets the
+/// [`summary`](Failure::summary), in our own words; the dead letter (and
+/// `last_error`) gets the [`reason`](Failure::reason), which adds what the
+/// destination sent back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// Safe to log: "HTTP 503 Service Unavailable (Retry-After 30s)", "HTTP 302
+    /// Found (redirects are not followed)", "timed out after 5s", "destination
+    /// `x` is no longer in relay.toml".
+    pub summary: String,
+    /// A 3xx answer's `Location`, one line: it may hand our URL back, with any
+    /// token in it. Dead letters only.
+    pub location: Option<String>,
+    /// The start of the answer body, one line: it may echo the payload (PII).
+    /// Dead letters only.
+    pub excerpt: Option<String>,
+}
+
+impl Failure {
+    /// A failure with no answer from the destination (a transport error, or
+    /// nothing sent): all in our own words, so the summary is the whole story.
+    pub fn no_answer(summary: String) -> Failure {
+        Failure {
+            status: None,
+            summary,
+            location: None,
+            excerpt: None,
+        }
+    }
+
+    /// The full text, for `last_error` and the dead letter's reason, e.g.
+    /// `HTTP 302 Found (redirects are not followed; Location: https://…): <body start>`.
+    pub fn reason(&self) -> String {
+        let mut text = match (self.status, &self.location) {
+            // A Location goes inside the redirect note that ends the summary, so
+            // the status line and the note are written afresh around it.
+            (Some(status), Some(to)) => {
+                format!("{} ({NOT_FOLLOWED}; Location: {to})", status_line(status))
+            }
+            _ => self.summary.clone(),
+        };
+        if let Some(excerpt) = &self.excerpt {
+            text.push_str(": ");
+            text.push_str(excerpt);
+        }
+        text
+    }
+}
+
+/// The note on a 3xx answer.
+const NOT_FOLLOWED: &str = "redirects are not followed";
 
 /// An attempt that got no response, reduced to what the decision needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,18 +123,14 @@ pub fn classify_response(
     body_start: &[u8],
     now_ms: u64,
 ) -> Outcome {
-    let mut error = status_line(status);
-    match status {
+    let redirect = match status {
         200..=299 => return Outcome::Delivered,
-        300..=399 => {
-            error.push_str(" (redirects are not followed");
-            if let Some(to) = headers.get(header::LOCATION) {
-                error.push_str("; Location: ");
-                error.push_str(&one_line(to.as_bytes(), BODY_EXCERPT_CHARS));
-            }
-            error.push(')');
-        }
-        _ => {}
+        300..=399 => true,
+        _ => false,
+    };
+    let mut summary = status_line(status);
+    if redirect {
+        summary.push_str(&format!(" ({NOT_FOLLOWED})"));
     }
     let retry_after = match status {
         429 | 503 => headers
@@ -102,40 +140,41 @@ pub fn classify_response(
         _ => None,
     };
     if let Some(d) = retry_after {
-        error.push_str(&format!(" (Retry-After {}s)", d.as_secs()));
+        summary.push_str(&format!(" (Retry-After {}s)", d.as_secs()));
     }
-    let excerpt = one_line(body_start, BODY_EXCERPT_CHARS);
-    if !excerpt.is_empty() {
-        error.push_str(": ");
-        error.push_str(&excerpt);
-    }
+    let failure = Failure {
+        status: Some(status),
+        summary,
+        location: headers
+            .get(header::LOCATION)
+            .filter(|_| redirect)
+            .map(|to| one_line(to.as_bytes(), BODY_EXCERPT_CHARS)),
+        excerpt: Some(one_line(body_start, BODY_EXCERPT_CHARS)).filter(|e| !e.is_empty()),
+    };
     match status {
         408 | 429 => Outcome::Retry {
-            status: Some(status),
             retry_after,
-            error,
+            failure,
         },
-        300..=499 => Outcome::Fail { status, error },
+        300..=499 => Outcome::Fail(failure),
         _ => Outcome::Retry {
-            status: Some(status),
             retry_after,
-            error,
+            failure,
         },
     }
 }
 
 /// Classifies an attempt that got no response: always retried.
 pub fn classify_transport(err: &Transport, timeout: Duration) -> Outcome {
-    let error = match err {
+    let summary = match err {
         Transport::Timeout => format!("timed out after {timeout:?}"),
         Transport::ConnectionRefused => "connection refused".to_string(),
         Transport::Connect(detail) => format!("connection failed: {detail}"),
         Transport::Other(detail) => format!("request failed: {detail}"),
     };
     Outcome::Retry {
-        status: None,
         retry_after: None,
-        error,
+        failure: Failure::no_answer(summary),
     }
 }
 

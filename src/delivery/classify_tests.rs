@@ -10,50 +10,88 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     h
 }
 
-fn retry(status: u16, retry_after: Option<u64>, error: &str) -> Outcome {
-    Outcome::Retry {
-        status: Some(status),
-        retry_after: retry_after.map(Duration::from_secs),
-        error: error.into(),
-    }
+/// A failed attempt as a table row states it: retried (and the Retry-After in
+/// seconds) or not, what the log shows, what `last_error` and the dead letter store.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    retried: bool,
+    retry_after: Option<u64>,
+    logged: String,
+    stored: String,
 }
 
-fn fail(status: u16, error: &str) -> Outcome {
-    Outcome::Fail {
-        status,
-        error: error.into(),
-    }
+fn retry(retry_after: Option<u64>, logged: &str, stored: &str) -> Option<Seen> {
+    Some(Seen {
+        retried: true,
+        retry_after,
+        logged: logged.into(),
+        stored: stored.into(),
+    })
 }
 
-/// Status, response headers, body start, verdict.
+fn fail(logged: &str, stored: &str) -> Option<Seen> {
+    Some(Seen {
+        retried: false,
+        retry_after: None,
+        logged: logged.into(),
+        stored: stored.into(),
+    })
+}
+
+/// `outcome` as a row (`None`: delivered), checking that a failure carries `status`.
+fn seen(outcome: &Outcome, status: Option<u16>) -> Option<Seen> {
+    let f = outcome.failure()?;
+    assert_eq!(f.status, status, "{outcome:?}");
+    let retry_after = match outcome {
+        Outcome::Retry { retry_after, .. } => retry_after.map(|d| d.as_secs()),
+        _ => None,
+    };
+    Some(Seen {
+        retried: matches!(outcome, Outcome::Retry { .. }),
+        retry_after,
+        logged: f.summary.clone(),
+        stored: f.reason(),
+    })
+}
+
+/// Status, response headers, body start, verdict (`None`: delivered).
 type Case = (
     u16,
     &'static [(&'static str, &'static str)],
     &'static str,
-    Outcome,
+    Option<Seen>,
 );
 
 #[test]
 fn status_table() {
     let cases: &[Case] = &[
-        (200, &[], "", Outcome::Delivered),
-        (202, &[], "queued", Outcome::Delivered),
-        (204, &[("retry-after", "5")], "", Outcome::Delivered),
-        (299, &[], "", Outcome::Delivered),
+        (200, &[], "", None),
+        (202, &[], "queued", None),
+        (204, &[("retry-after", "5")], "", None),
+        (299, &[], "", None),
         (
             500,
             &[],
             "boom",
-            retry(500, None, "HTTP 500 Internal Server Error: boom"),
+            retry(
+                None,
+                "HTTP 500 Internal Server Error",
+                "HTTP 500 Internal Server Error: boom",
+            ),
         ),
-        (502, &[], "", retry(502, None, "HTTP 502 Bad Gateway")),
+        (
+            502,
+            &[],
+            "",
+            retry(None, "HTTP 502 Bad Gateway", "HTTP 502 Bad Gateway"),
+        ),
         (
             503,
             &[("retry-after", "120")],
             "busy",
             retry(
-                503,
                 Some(120),
+                "HTTP 503 Service Unavailable (Retry-After 120s)",
                 "HTTP 503 Service Unavailable (Retry-After 120s): busy",
             ),
         ),
@@ -62,8 +100,8 @@ fn status_table() {
             &[("retry-after", "Mon, 23 Nov 2026 11:43:07 GMT")],
             "",
             retry(
-                503,
                 Some(30),
+                "HTTP 503 Service Unavailable (Retry-After 30s)",
                 "HTTP 503 Service Unavailable (Retry-After 30s)",
             ),
         ),
@@ -71,83 +109,149 @@ fn status_table() {
             503,
             &[("retry-after", "soon")],
             "",
-            retry(503, None, "HTTP 503 Service Unavailable"),
+            retry(
+                None,
+                "HTTP 503 Service Unavailable",
+                "HTTP 503 Service Unavailable",
+            ),
         ),
         (
             500,
             &[("retry-after", "60")],
             "",
-            retry(500, None, "HTTP 500 Internal Server Error"),
+            retry(
+                None,
+                "HTTP 500 Internal Server Error",
+                "HTTP 500 Internal Server Error",
+            ),
         ), // only 429/503
-        (599, &[], "", retry(599, None, "HTTP 599")),
-        (408, &[], "", retry(408, None, "HTTP 408 Request Timeout")),
+        (599, &[], "", retry(None, "HTTP 599", "HTTP 599")),
+        (
+            408,
+            &[],
+            "",
+            retry(None, "HTTP 408 Request Timeout", "HTTP 408 Request Timeout"),
+        ),
         (
             429,
             &[("retry-after", "7")],
             "slow down",
             retry(
-                429,
                 Some(7),
+                "HTTP 429 Too Many Requests (Retry-After 7s)",
                 "HTTP 429 Too Many Requests (Retry-After 7s): slow down",
             ),
         ),
-        (429, &[], "", retry(429, None, "HTTP 429 Too Many Requests")),
+        (
+            429,
+            &[],
+            "",
+            retry(
+                None,
+                "HTTP 429 Too Many Requests",
+                "HTTP 429 Too Many Requests",
+            ),
+        ),
         (
             400,
             &[],
             "{\"error\":\"bad\"}\n",
-            fail(400, "HTTP 400 Bad Request: {\"error\":\"bad\"}"),
+            fail(
+                "HTTP 400 Bad Request",
+                "HTTP 400 Bad Request: {\"error\":\"bad\"}",
+            ),
         ),
-        (401, &[], "", fail(401, "HTTP 401 Unauthorized")),
+        (
+            401,
+            &[],
+            "",
+            fail("HTTP 401 Unauthorized", "HTTP 401 Unauthorized"),
+        ),
         (
             404,
             &[],
             "<html>\r\n  <h1>Not\tFound</h1>\r\n</html>",
-            fail(404, "HTTP 404 Not Found: <html> <h1>Not Found</h1> </html>"),
+            fail(
+                "HTTP 404 Not Found",
+                "HTTP 404 Not Found: <html> <h1>Not Found</h1> </html>",
+            ),
         ),
-        (410, &[("retry-after", "5")], "", fail(410, "HTTP 410 Gone")),
-        (413, &[], "", fail(413, "HTTP 413 Payload Too Large")),
-        (499, &[], "", fail(499, "HTTP 499")),
+        (
+            410,
+            &[("retry-after", "5")],
+            "",
+            fail("HTTP 410 Gone", "HTTP 410 Gone"),
+        ),
+        (
+            413,
+            &[],
+            "",
+            fail("HTTP 413 Payload Too Large", "HTTP 413 Payload Too Large"),
+        ),
+        (499, &[], "", fail("HTTP 499", "HTTP 499")),
         (
             301,
             &[("location", "https://new.example/hook")],
             "",
             fail(
-                301,
+                "HTTP 301 Moved Permanently (redirects are not followed)",
                 "HTTP 301 Moved Permanently (redirects are not followed; Location: https://new.example/hook)",
+            ),
+        ),
+        (
+            302,
+            &[("location", "/moved?token=t")],
+            "see elsewhere",
+            fail(
+                "HTTP 302 Found (redirects are not followed)",
+                "HTTP 302 Found (redirects are not followed; Location: /moved?token=t): see elsewhere",
             ),
         ),
         (
             302,
             &[],
             "",
-            fail(302, "HTTP 302 Found (redirects are not followed)"),
+            fail(
+                "HTTP 302 Found (redirects are not followed)",
+                "HTTP 302 Found (redirects are not followed)",
+            ),
         ),
         (
             304,
             &[],
             "",
-            fail(304, "HTTP 304 Not Modified (redirects are not followed)"),
+            fail(
+                "HTTP 304 Not Modified (redirects are not followed)",
+                "HTTP 304 Not Modified (redirects are not followed)",
+            ),
         ),
-        (100, &[], "", retry(100, None, "HTTP 100 Continue")),
-        (600, &[], "", retry(600, None, "HTTP 600")),
-        (42, &[], "", retry(42, None, "HTTP 42")),
+        (
+            100,
+            &[],
+            "",
+            retry(None, "HTTP 100 Continue", "HTTP 100 Continue"),
+        ),
+        (600, &[], "", retry(None, "HTTP 600", "HTTP 600")),
+        (42, &[], "", retry(None, "HTTP 42", "HTTP 42")),
     ];
     for (status, hs, body, want) in cases {
         let got = classify_response(*status, &headers(hs), body.as_bytes(), NOW);
-        assert_eq!(&got, want, "status {status}");
+        assert_eq!(&seen(&got, Some(*status)), want, "status {status}");
     }
 }
 
 #[test]
 fn body_excerpt_is_one_bounded_line() {
     let long = "x".repeat(5000);
-    let Outcome::Fail { error, .. } =
-        classify_response(400, &HeaderMap::new(), long.as_bytes(), NOW)
+    let Outcome::Fail(failure) = classify_response(400, &HeaderMap::new(), long.as_bytes(), NOW)
     else {
         panic!("400 must fail");
     };
-    assert_eq!(error, format!("HTTP 400 Bad Request: {}…", "x".repeat(200)));
+    assert_eq!(failure.excerpt, Some(format!("{}…", "x".repeat(200))));
+    assert_eq!(
+        failure.reason(),
+        format!("HTTP 400 Bad Request: {}…", "x".repeat(200))
+    );
 
     for (input, max, want) in [
         ("", 10, ""),
@@ -239,24 +343,25 @@ fn transport_table() {
             "request failed: connection reset",
         ),
     ] {
-        assert_eq!(
-            classify_transport(&err, timeout),
-            Outcome::Retry {
-                status: None,
-                retry_after: None,
-                error: want.into()
-            },
-            "{err:?}"
-        );
+        let got = classify_transport(&err, timeout);
+        assert_eq!(seen(&got, None), retry(None, want, want), "{err:?}");
     }
 }
 
 #[test]
-fn outcome_accessors() {
-    assert_eq!(Outcome::Delivered.error(), None);
-    assert_eq!(Outcome::Delivered.status(), None);
-    assert_eq!(fail(404, "x").status(), Some(404));
-    assert_eq!(retry(503, None, "y").error(), Some("y"));
-    let t = classify_transport(&Transport::Timeout, Duration::from_secs(1));
-    assert_eq!(t.status(), None);
+fn failures_log_our_words_and_store_the_destinations() {
+    assert_eq!(Outcome::Delivered.failure(), None);
+    let mut h = headers(&[("location", "https://x.example/hook?token=SECRET")]);
+    h.insert("retry-after", "1".parse().expect("test header"));
+    for status in [301, 400, 503] {
+        let got = classify_response(status, &h, b"{\"email\":\"a@b.c\"}", NOW);
+        let f = got.failure().expect("a failure");
+        assert!(f.reason().contains("a@b.c"), "{status}: {f:?}");
+        assert!(!f.summary.contains("a@b.c"), "{status}: {f:?}");
+        assert!(!f.summary.contains("SECRET"), "{status}: {f:?}");
+        assert_eq!(f.reason().contains("SECRET"), status == 301, "{f:?}");
+    }
+    let ours = Failure::no_answer("destination `x` is no longer in relay.toml".into());
+    assert_eq!(ours.status, None);
+    assert_eq!(ours.reason(), ours.summary);
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
-use crate::queue::{Claimed, DeliveryState, Store};
+use crate::queue::{Claimed, Store};
 
-use super::attempt::{Context, Decision, attempt};
+use super::attempt::{Context, Decision, attempt, bury};
 use super::blocking::blocking;
 
 /// Most completions in one write.
@@ -40,19 +40,6 @@ pub(super) async fn complete_batches(
     }
 }
 
-/// An error for the log: up to the destination's answer body, which may echo
-/// the payload (PII); the full text stays in the dead letter for operators.
-fn loggable(error: &str) -> &str {
-    match error.find(": ") {
-        Some(i) if error.starts_with("HTTP ") => &error[..i],
-        Some(i) if error.starts_with("gave up") => match error[i + 2..].find(": ") {
-            Some(j) if error[i + 2..].starts_with("HTTP ") => &error[..i + 2 + j],
-            _ => error,
-        },
-        _ => error,
-    }
-}
-
 pub(super) async fn deliver(
     c: Claimed,
     lane: &str,
@@ -67,8 +54,7 @@ pub(super) async fn deliver(
     let received = c.webhook.meta().received_at_ms;
     let topic = c.webhook.meta().topic.clone();
     let decision = if orphan {
-        let mut rec = c.record;
-        let reason = match rec.targets.as_slice() {
+        let reason = match c.record.targets.as_slice() {
             [one] if !ctx.destinations.contains_key(one) => {
                 format!("destination `{one}` is no longer in relay.toml")
             }
@@ -76,11 +62,7 @@ pub(super) async fn deliver(
                 "lane `{lane}` is no longer in relay.toml (destination removed or delivery mode changed)"
             ),
         };
-        rec.state = DeliveryState::Dead {
-            dead_at_ms: (ctx.clock)(),
-            reason,
-        };
-        Decision::Bury(rec)
+        bury(c.record, (ctx.clock)(), reason.clone(), reason)
     } else {
         attempt(ctx, c.record, &c.webhook).await
     };
@@ -98,18 +80,22 @@ pub(super) async fn deliver(
             let _ = done.send((id, lease));
             ("delivered", Some(Ok(())))
         }
-        Decision::Retry(rec) => {
+        Decision::Retry {
+            record: rec,
+            summary,
+        } => {
             if rec.attempts == 1 || rec.attempts.is_power_of_two() {
-                let error = loggable(rec.last_error.as_deref().unwrap_or(""));
+                let error = summary.as_str();
                 tracing::info!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, error, "delivery failed; will retry");
             }
             ("retry", blocking(move || s.update(&rec, lease)).await)
         }
-        Decision::Bury(rec) => {
-            if let DeliveryState::Dead { reason, .. } = &rec.state {
-                let reason = loggable(reason);
-                tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
-            }
+        Decision::Bury {
+            record: rec,
+            summary,
+        } => {
+            let reason = summary.as_str();
+            tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
             metrics.inc("shoprelay_dead_letters_total", &[("lane", lane)], 1);
             ("dead", blocking(move || s.bury(&rec, lease)).await)
         }
@@ -122,29 +108,5 @@ pub(super) async fn deliver(
     if let Some(Err(e)) = result {
         // The lease stays; the delivery comes due again when it ends.
         tracing::error!(lane, id = %id, error = %e, "cannot record the delivery outcome");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn logged_errors_stop_before_the_answer_body() {
-        for (full, logged) in [
-            (
-                "HTTP 400 Bad Request: {\"email\":\"a@b.c\"}",
-                "HTTP 400 Bad Request",
-            ),
-            (
-                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable: echo a@b.c",
-                "gave up after 9 attempts over 4h: HTTP 503 Service Unavailable",
-            ),
-            ("timed out after 5s", "timed out after 5s"),
-            (
-                "cannot map the webhook: orders/create: line_items is not an array",
-                "cannot map the webhook: orders/create: line_items is not an array",
-            ),
-        ] {
-            assert_eq!(super::loggable(full), logged);
-        }
     }
 }

@@ -10,9 +10,12 @@ use tokio::sync::mpsc;
 use warp::Filter;
 
 use super::NOW;
-use crate::config::{Format, Secret};
-use crate::delivery::classify::{self, Outcome};
+use crate::config::{Format, MappingConfig, RetryConfig, Secret};
+use crate::delivery::attempt::{Context, Decision, attempt as decide};
+use crate::delivery::classify::{self, Failure, Outcome};
+use crate::delivery::destination::Destination;
 use crate::delivery::format::{Encoder, Prepared, sign, tests::dest};
+use crate::queue::{DeliveryId, DeliveryRecord, DeliveryState};
 
 /// One attempt the way a lane makes it: no redirects, a timeout, at most 1 KiB of
 /// the answer read.
@@ -109,17 +112,54 @@ async fn answers_classify_without_following_redirects() {
         .expect("prepare")[0];
     let t = Duration::from_secs(5);
     let at = |code: u16| format!("http://{addr}/status/{code}");
+    // Status, retried, Retry-After, what the log shows, what the dead letter stores.
     let cases = [
-        (302, Outcome::Fail { status: 302, error: "HTTP 302 Found (redirects are not followed; Location: http://127.0.0.1:1/elsewhere): nope not here".into() }),
-        (400, Outcome::Fail { status: 400, error: "HTTP 400 Bad Request: nope not here".into() }),
-        (429, Outcome::Retry { status: Some(429), retry_after: Some(Duration::from_secs(3)), error: "HTTP 429 Too Many Requests (Retry-After 3s): nope not here".into() }),
-        (500, Outcome::Retry { status: Some(500), retry_after: None, error: "HTTP 500 Internal Server Error: nope not here".into() }),
+        (
+            302,
+            false,
+            None,
+            "HTTP 302 Found (redirects are not followed)",
+            "HTTP 302 Found (redirects are not followed; Location: http://127.0.0.1:1/elsewhere): nope not here",
+        ),
+        (
+            400,
+            false,
+            None,
+            "HTTP 400 Bad Request",
+            "HTTP 400 Bad Request: nope not here",
+        ),
+        (
+            429,
+            true,
+            Some(Duration::from_secs(3)),
+            "HTTP 429 Too Many Requests (Retry-After 3s)",
+            "HTTP 429 Too Many Requests (Retry-After 3s): nope not here",
+        ),
+        (
+            500,
+            true,
+            None,
+            "HTTP 500 Internal Server Error",
+            "HTTP 500 Internal Server Error: nope not here",
+        ),
     ];
-    for (code, want) in cases {
+    for (code, retried, retry_after, logged, stored) in cases {
         let got = tokio::time::timeout(Duration::from_secs(10), attempt(&at(code), req, t))
             .await
             .expect("in time");
-        assert_eq!(got, want, "{code}");
+        let f = got.failure().expect("a failure");
+        assert_eq!(f.status, Some(code));
+        assert_eq!(
+            (f.summary.as_str(), f.reason()),
+            (logged, stored.to_string()),
+            "{code}"
+        );
+        match got {
+            Outcome::Retry {
+                retry_after: ra, ..
+            } => assert!(retried && ra == retry_after, "{code}"),
+            _ => assert!(!retried, "{code}"),
+        }
     }
 }
 
@@ -135,7 +175,13 @@ async fn transport_errors_retry_without_leaking_the_url() {
     drop(closed);
     let url = format!("http://127.0.0.1:{port}/hook?token=SECRET");
     let got = attempt(&url, req, Duration::from_secs(5)).await;
-    assert_eq!(got.error(), Some("connection refused"), "{got:?}");
+    assert_eq!(
+        got,
+        Outcome::Retry {
+            retry_after: None,
+            failure: Failure::no_answer("connection refused".into())
+        }
+    );
 
     // Timeout: the kernel accepts the connection, nobody answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -152,10 +198,79 @@ async fn transport_errors_retry_without_leaking_the_url() {
     assert_eq!(
         got,
         Outcome::Retry {
-            status: None,
             retry_after: None,
-            error: "timed out after 200ms".into()
+            failure: Failure::no_answer("timed out after 200ms".into())
         }
     );
     assert!(!format!("{got:?}").contains("SECRET"));
+}
+
+/// A real order, through mapping and one attempt at `url`, with a retry window of
+/// `max_age` (the clock stands still at `NOW`, so a zero window gives up at once).
+async fn one_attempt(url: &str, max_age: Duration) -> Decision {
+    let mut d = dest(Format::Webhook);
+    d.url = url.parse().expect("url");
+    let hook = std::sync::Arc::new(Destination::new("hook", &d).expect("destination"));
+    let ctx = Context {
+        destinations: [("hook".to_string(), hook)].into(),
+        mapping: MappingConfig::default(),
+        retry: RetryConfig {
+            max_age,
+            ..RetryConfig::default()
+        },
+        clock: || NOW,
+        mapped: Default::default(),
+    };
+    let order = include_str!("../../../samples/shopify/orders__create.json");
+    let webhook = crate::queue::contract::webhook("e1", order);
+    let id = DeliveryId {
+        webhook: 1,
+        slot: 0,
+    };
+    let rec = DeliveryRecord::new(id, "hook".into(), vec!["hook".into()], NOW);
+    tokio::time::timeout(Duration::from_secs(10), decide(&ctx, rec, &webhook))
+        .await
+        .expect("in time")
+}
+
+#[tokio::test]
+async fn a_decision_logs_our_words_and_stores_the_answer() {
+    let (addr, _rx) = receiver().await;
+    let at = |code: u16| format!("http://{addr}/status/{code}");
+    let hour = Duration::from_secs(3600);
+
+    let Decision::Retry { record, summary } = one_attempt(&at(503), hour).await else {
+        panic!("a 503 inside the window is retried");
+    };
+    assert_eq!(summary, "HTTP 503 Service Unavailable (Retry-After 3s)");
+    assert_eq!(
+        record.last_error.as_deref(),
+        Some("HTTP 503 Service Unavailable (Retry-After 3s): nope not here")
+    );
+    assert_eq!((record.last_status, record.attempts), (Some(503), 1));
+
+    for (code, window, logged, stored) in [
+        (
+            503,
+            Duration::ZERO,
+            "gave up after 1 attempt over 0ms: HTTP 503 Service Unavailable (Retry-After 3s)",
+            "gave up after 1 attempt over 0ms: HTTP 503 Service Unavailable (Retry-After 3s): nope not here",
+        ),
+        (
+            400,
+            hour,
+            "HTTP 400 Bad Request",
+            "HTTP 400 Bad Request: nope not here",
+        ),
+    ] {
+        let Decision::Bury { record, summary } = one_attempt(&at(code), window).await else {
+            panic!("{code} is buried");
+        };
+        assert_eq!(summary, logged);
+        let DeliveryState::Dead { reason, .. } = &record.state else {
+            panic!("{code}: a buried record is dead");
+        };
+        assert_eq!(reason, stored);
+        assert_eq!(record.last_status, Some(code));
+    }
 }
