@@ -1,5 +1,6 @@
-//! `prepare` → a real reqwest POST → a local warp receiver → `classify`: what the
-//! lane will do, minus the queue.
+//! `prepare` → the lane's own `Destination::post` (a real reqwest POST) → a local
+//! warp receiver → `classify`, then a whole `attempt`: what the lane will do,
+//! minus the queue.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,37 +11,30 @@ use tokio::sync::mpsc;
 use warp::Filter;
 
 use super::NOW;
-use crate::config::{Format, MappingConfig, RetryConfig, Secret};
-use crate::delivery::attempt::{Context, Decision, attempt as decide};
-use crate::delivery::classify::{self, Failure, Outcome};
+use crate::config::{DestinationConfig, Format, MappingConfig, RetryConfig, Secret};
+use crate::delivery::attempt::{Context, Decision, attempt};
+use crate::delivery::classify::{Failure, Outcome};
 use crate::delivery::destination::Destination;
-use crate::delivery::format::{Encoder, Prepared, sign, tests::dest};
+use crate::delivery::format::{Prepared, sign, tests::dest};
 use crate::queue::{DeliveryId, DeliveryRecord, DeliveryState};
 
-/// One attempt the way a lane makes it: no redirects, a timeout, at most 1 KiB of
-/// the answer read.
-async fn attempt(url: &str, req: &Prepared, timeout: Duration) -> Outcome {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .build()
-        .expect("client");
-    let mut builder = client.post(url).body(req.body.clone());
-    for (name, value) in &req.headers {
-        builder = builder.header(name, value);
-    }
-    let mut resp = match builder.send().await {
-        Ok(r) => r,
-        Err(e) => return classify::from_reqwest_error(&e, timeout),
-    };
-    let mut start = Vec::new();
-    while start.len() < 1024 {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => start.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    classify::classify_response(resp.status().as_u16(), resp.headers(), &start, NOW)
+/// `d` sending to `url`, built the way the lanes build theirs.
+fn destination(mut d: DestinationConfig, url: &str) -> Destination {
+    d.url = url.parse().expect("test url");
+    Destination::new("wire", &d).expect("destination")
+}
+
+/// The request that carries one empty event.
+fn one_request(hook: &Destination) -> Prepared {
+    let mut reqs = hook.encoder.prepare(&["{}"], NOW).expect("prepare");
+    reqs.remove(0)
+}
+
+/// One send through the lane's own `Destination::post`.
+async fn post(hook: &Destination, req: &Prepared) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(10), hook.post(req, || NOW))
+        .await
+        .expect("in time")
 }
 
 /// A receiver that records what it got and answers by path: `/ok`, `/status/{code}`.
@@ -76,16 +70,10 @@ async fn batches_arrive_signed_and_count_as_delivered() {
     d.headers = vec![("X-Team".into(), Secret::new("data"))];
     d.batch_size = 2;
     let events = [r#"{"n":1,"s":"é😀"}"#, r#"{"n":2}"#, r#"{"n":3}"#];
-    let reqs = Encoder::new(&d)
-        .expect("encoder")
-        .prepare(&events, NOW)
-        .expect("prepare");
-    let url = format!("http://{addr}/ok");
+    let hook = destination(d, &format!("http://{addr}/ok"));
+    let reqs = hook.encoder.prepare(&events, NOW).expect("prepare");
     for req in &reqs {
-        let outcome = tokio::time::timeout(Duration::from_secs(10), attempt(&url, req, d.timeout))
-            .await
-            .expect("in time");
-        assert_eq!(outcome, Outcome::Delivered);
+        assert_eq!(post(&hook, req).await, Outcome::Delivered);
     }
     for (req, first) in reqs.iter().zip([events[0], events[2]]) {
         let (headers, body) = rx.recv().await.expect("received");
@@ -106,12 +94,6 @@ async fn batches_arrive_signed_and_count_as_delivered() {
 #[tokio::test]
 async fn answers_classify_without_following_redirects() {
     let (addr, _rx) = receiver().await;
-    let req = &Encoder::new(&dest(Format::Webhook))
-        .expect("encoder")
-        .prepare(&["{}"], NOW)
-        .expect("prepare")[0];
-    let t = Duration::from_secs(5);
-    let at = |code: u16| format!("http://{addr}/status/{code}");
     // Status, retried, Retry-After, what the log shows, what the dead letter stores.
     let cases = [
         (
@@ -144,9 +126,11 @@ async fn answers_classify_without_following_redirects() {
         ),
     ];
     for (code, retried, retry_after, logged, stored) in cases {
-        let got = tokio::time::timeout(Duration::from_secs(10), attempt(&at(code), req, t))
-            .await
-            .expect("in time");
+        let hook = destination(
+            dest(Format::Webhook),
+            &format!("http://{addr}/status/{code}"),
+        );
+        let got = post(&hook, &one_request(&hook)).await;
         let f = got.failure().expect("a failure");
         assert_eq!(f.status, Some(code));
         assert_eq!(
@@ -165,16 +149,13 @@ async fn answers_classify_without_following_redirects() {
 
 #[tokio::test]
 async fn transport_errors_retry_without_leaking_the_url() {
-    let req = &Encoder::new(&dest(Format::Webhook))
-        .expect("encoder")
-        .prepare(&["{}"], NOW)
-        .expect("prepare")[0];
     // Refused: a port that was just free.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
     let url = format!("http://127.0.0.1:{port}/hook?token=SECRET");
-    let got = attempt(&url, req, Duration::from_secs(5)).await;
+    let hook = destination(dest(Format::Webhook), &url);
+    let got = post(&hook, &one_request(&hook)).await;
     assert_eq!(
         got,
         Outcome::Retry {
@@ -189,12 +170,10 @@ async fn transport_errors_retry_without_leaking_the_url() {
         "http://{}/hook?token=SECRET",
         silent.local_addr().expect("addr")
     );
-    let got = tokio::time::timeout(
-        Duration::from_secs(10),
-        attempt(&url, req, Duration::from_millis(200)),
-    )
-    .await
-    .expect("in time");
+    let mut d = dest(Format::Webhook);
+    d.timeout = Duration::from_millis(200);
+    let hook = destination(d, &url);
+    let got = post(&hook, &one_request(&hook)).await;
     assert_eq!(
         got,
         Outcome::Retry {
@@ -208,11 +187,9 @@ async fn transport_errors_retry_without_leaking_the_url() {
 /// A real order, through mapping and one attempt at `url`, with a retry window of
 /// `max_age` (the clock stands still at `NOW`, so a zero window gives up at once).
 async fn one_attempt(url: &str, max_age: Duration) -> Decision {
-    let mut d = dest(Format::Webhook);
-    d.url = url.parse().expect("url");
-    let hook = std::sync::Arc::new(Destination::new("hook", &d).expect("destination"));
+    let hook = std::sync::Arc::new(destination(dest(Format::Webhook), url));
     let ctx = Context {
-        destinations: [("hook".to_string(), hook)].into(),
+        destinations: [("wire".to_string(), hook)].into(),
         mapping: MappingConfig::default(),
         retry: RetryConfig {
             max_age,
@@ -227,8 +204,8 @@ async fn one_attempt(url: &str, max_age: Duration) -> Decision {
         webhook: 1,
         slot: 0,
     };
-    let rec = DeliveryRecord::new(id, "hook".into(), vec!["hook".into()], NOW);
-    tokio::time::timeout(Duration::from_secs(10), decide(&ctx, rec, &webhook))
+    let rec = DeliveryRecord::new(id, "wire".into(), vec!["wire".into()], NOW);
+    tokio::time::timeout(Duration::from_secs(10), attempt(&ctx, rec, &webhook))
         .await
         .expect("in time")
 }
