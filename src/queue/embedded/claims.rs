@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use ::sled::{Batch, IVec};
 
-use super::index::{self, Index, Located, dedup_key, dkey, lane_prefix, parse_qtail, qkey, wkey};
+use super::dedup;
+use super::index::{self, Index, Located, dkey, lane_prefix, parse_qtail, qkey, wkey};
 use super::lanes::{Item, LaneLog, MAX_RETRYING, Status, WINDOW_MAX};
 use super::log::{self, Entry, Pos};
 use super::{EmbeddedStore, Got};
@@ -351,21 +352,17 @@ impl Store for EmbeddedStore {
     fn accept_batch(
         &self,
         items: &[Accept],
-        now_ms: u64,
+        _now_ms: u64,
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
         let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh: HashMap<Vec<u8>, WebhookId> = HashMap::new();
+        let mut fresh: HashMap<dedup::Key, WebhookId> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         let mut records = Vec::new();
         let mut which = Vec::new();
         for (i, a) in items.iter().enumerate() {
-            let k = dedup_key(a.webhook.meta());
-            if let Some(w) = fresh.get(&k).copied().or_else(|| commit.recent(&k)) {
+            let k = dedup::key(a.webhook.meta());
+            if let Some(w) = fresh.get(&k).copied().or_else(|| commit.dedup.get(k)) {
                 out.push(AcceptOutcome::Duplicate(w));
-                continue;
-            }
-            if let Some(v) = self.index.tree.get(&k).map_err(index::err)? {
-                out.push(AcceptOutcome::Duplicate(index::read_u64(&v)));
                 continue;
             }
             let seq = commit.next_seq;
@@ -387,8 +384,11 @@ impl Store for EmbeddedStore {
         // nothing of the batch exists for anyone (no dedup trace either).
         let at = self.log.append(&records)?;
         for (&i, r) in which.iter().zip(&records) {
-            let k = dedup_key(items[i].webhook.meta());
-            commit.unindexed.insert(k, (r.seq, now_ms));
+            // Received time, as a replay of the record will see it.
+            let meta = items[i].webhook.meta();
+            let id = (dedup::key(meta), r.seq, meta.received_at_ms);
+            commit.dedup.insert(id);
+            commit.unpersisted.push(id);
         }
         for ((&i, r), &pos) in which.iter().zip(&records).zip(&at) {
             for d in &items[i].deliveries {
@@ -433,20 +433,10 @@ impl Store for EmbeddedStore {
 
     fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError> {
         let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        items
+        Ok(items
             .iter()
-            .map(|a| {
-                if let Some(w) = commit.recent(&dedup_key(a.webhook.meta())) {
-                    return Ok(Some(w));
-                }
-                let v = self
-                    .index
-                    .tree
-                    .get(dedup_key(a.webhook.meta()))
-                    .map_err(index::err)?;
-                Ok(v.map(|v| index::read_u64(&v)))
-            })
-            .collect()
+            .map(|a| commit.dedup.get(dedup::key(a.webhook.meta())))
+            .collect())
     }
 
     fn claim_due(
@@ -738,34 +728,28 @@ impl Store for EmbeddedStore {
     }
 
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
-        // In bounded batches: after long downtime there can be hundreds of
-        // thousands due, and one batch of them held gigabytes.
-        let mut n = {
-            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            let before = commit.unindexed.len() + commit.indexing.len();
-            commit.unindexed.retain(|_, &mut (_, ms)| ms >= before_ms);
-            commit.indexing.retain(|_, &mut (_, ms)| ms >= before_ms);
-            before - commit.unindexed.len() - commit.indexing.len()
-        };
+        // One hour of ids at a time, so that ingest (which takes the same
+        // lock) waits for one hour's sweep at most, whatever the backlog.
+        let mut n = 0;
+        let mut from = 0;
         loop {
-            let mut batch = Batch::default();
-            let mut in_batch = 0;
-            for kv in self
-                .index
-                .tree
-                .range(vec![b't']..index::key(b't', &[&index::be(before_ms)]))
-                .take(10_000)
-            {
-                let (k, v) = kv.map_err(index::err)?;
-                batch.remove(k);
-                batch.remove(v);
-                in_batch += 1;
-            }
-            if in_batch == 0 {
+            let step = self
+                .commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dedup
+                .expire_hour(before_ms, from);
+            let Some((hour, gone, empty)) = step else {
                 return Ok(n);
+            };
+            n += gone;
+            from = hour + 1;
+            if empty {
+                self.dedup_files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delete(hour)?;
             }
-            self.index.tree.apply_batch(batch).map_err(index::err)?;
-            n += in_batch;
         }
     }
 

@@ -1,12 +1,11 @@
-//! The index: one sled tree, key prefixes as tables. Nothing here is needed
+//! The index: one sled tree, key prefixes as tables (dedup ids are not
+//! here: see `dedup.rs` for why). Nothing here is needed
 //! to recover an acknowledged webhook (the log has it); what is here is made
 //! durable by checkpoints ([`super::checkpoint`]) and rebuilt from the log when
 //! sled cannot be opened.
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `k` | source 0 topic 0 dedup id | webhook id, accepted ms |
-//! | `t` | accepted ms, webhook id | the `k` key (expiry index) |
 //! | `d` | webhook id, slot | delivery record: retrying, or dead |
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index of retries) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
@@ -96,33 +95,6 @@ pub fn parse_id(k: &[u8]) -> Option<DeliveryId> {
         webhook: read_u64(&k[1..9]),
         slot: k[9],
     })
-}
-
-/// `k` + source, topic and dedup id.
-pub fn dedup_key(m: &WebhookMeta) -> Vec<u8> {
-    key(
-        b'k',
-        &[
-            m.source.as_bytes(),
-            &[0],
-            m.topic.as_bytes(),
-            &[0],
-            m.dedup_id.as_bytes(),
-        ],
-    )
-}
-
-/// Adds webhook `w`'s dedup entries to `batch`.
-pub fn put_dedup(batch: &mut Batch, m: &WebhookMeta, w: WebhookId, now_ms: u64) {
-    put_dedup_key(batch, &dedup_key(m), w, now_ms);
-}
-
-/// Adds the dedup entries of `k` (a [`dedup_key`]) to `batch`.
-pub fn put_dedup_key(batch: &mut Batch, k: &[u8], w: WebhookId, now_ms: u64) {
-    let mut v = be(w).to_vec();
-    v.extend_from_slice(&be(now_ms));
-    batch.insert(key(b't', &[&be(now_ms), &be(w)]), k);
-    batch.insert(k, v);
 }
 
 /// Where a webhook is, as its `w` value says.

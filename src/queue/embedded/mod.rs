@@ -15,6 +15,7 @@
 //! |---|---|
 //! | `io.rs` | the log's file I/O behind a trait (a test cuts the power there) |
 //! | `log.rs` | record format, segments, append + sync, reads, resync past damage |
+//! | `dedup.rs` | dedup ids: in memory, and durable in files beside the log |
 //! | `index.rs` | the sled tables and their keys |
 //! | `lanes.rs` | per-lane cursor and window; leases with owners |
 //! | `checkpoint.rs` | the checkpoint file |
@@ -25,6 +26,7 @@
 mod checkpoint;
 mod claims;
 mod dead;
+mod dedup;
 mod index;
 pub mod io;
 mod lanes;
@@ -59,6 +61,7 @@ pub struct EmbeddedStore {
     index: Index,
     lanes: RwLock<HashMap<String, Arc<LaneLog>>>,
     commit: Mutex<CommitState>,
+    dedup_files: Mutex<dedup::Files>,
     /// Records with a smaller seq are visible to lanes (their lane counts
     /// are in place).
     published: AtomicU64,
@@ -81,34 +84,12 @@ pub struct EmbeddedStore {
 
 struct CommitState {
     next_seq: u64,
-    /// Dedup ids of committed records not yet in the index: ingest answers
-    /// `duplicate` from here (only ever for what is durable in the log), and
-    /// the next checkpoint writes them to the index in one batch, off the
-    /// commit path.
-    unindexed: Dedup,
-    /// What the running checkpoint is writing to the index.
-    indexing: Dedup,
-}
-
-/// Dedup key → (webhook id, accepted ms).
-pub(crate) type Dedup = HashMap<Vec<u8>, (u64, u64)>;
-
-impl CommitState {
-    pub(crate) fn new(next_seq: u64) -> Self {
-        CommitState {
-            next_seq,
-            unindexed: HashMap::new(),
-            indexing: HashMap::new(),
-        }
-    }
-
-    /// The webhook id `key` was accepted as, if it is not in the index yet.
-    fn recent(&self, key: &[u8]) -> Option<u64> {
-        self.unindexed
-            .get(key)
-            .or_else(|| self.indexing.get(key))
-            .map(|&(w, _)| w)
-    }
+    /// Every dedup id within the window. Only ids of records whose log
+    /// sync succeeded enter it: `duplicate` is never answered for a copy
+    /// whose first commit failed.
+    dedup: dedup::Table,
+    /// Ids added since the last checkpoint, which writes them to the files.
+    unpersisted: Vec<dedup::Entry>,
 }
 
 #[derive(Default)]
@@ -239,14 +220,9 @@ impl EmbeddedStore {
     fn checkpoint(&self) -> Result<u64, crate::queue::StoreError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         // A consistent cut: no commit in progress, every lane's state at once.
-        let (cp, min_cursor, indexing) = {
+        let (cp, min_cursor, ids) = {
             let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh = std::mem::take(&mut commit.unindexed);
-            commit.indexing.extend(fresh);
-            let mut batch = ::sled::Batch::default();
-            for (k, &(w, ms)) in &commit.indexing {
-                index::put_dedup_key(&mut batch, k, w, ms);
-            }
+            let ids = std::mem::take(&mut commit.unpersisted);
             let tail = self.log.tail();
             let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
             let mut marks = BTreeMap::new();
@@ -271,12 +247,21 @@ impl EmbeddedStore {
             (
                 checkpoint::Checkpoint::new(commit.next_seq, tail, marks),
                 min_cursor,
-                batch,
+                ids,
             )
         };
-        // Every record before the cut has its dedup entries in this batch or
-        // in the index already.
-        self.index.tree.apply_batch(indexing).map_err(index::err)?;
+        // Every record before the cut has its dedup id in the files.
+        if let Err(e) = self
+            .dedup_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&ids)
+        {
+            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+            let newer = std::mem::replace(&mut commit.unpersisted, ids);
+            commit.unpersisted.extend(newer);
+            return Err(e);
+        }
         // Segments wholly before every cursor whose webhooks nothing in the
         // index points to (retries, dead letters too large to move). Decided
         // before the sync, so what made them free is durable before they go.
@@ -301,12 +286,6 @@ impl EmbeddedStore {
         checkpoint::write(&*self.fs, &self.dir, &cp).map_err(|e| {
             crate::queue::StoreError::Backend(format!("writing the checkpoint: {e}"))
         })?;
-        // In the durable index now: no longer answered from memory.
-        self.commit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .indexing
-            .clear();
         let mut freed = 0;
         for first in &unused {
             freed += self.log.delete(*first)?;

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::dedup;
 use super::index::{self, Index, OpenError};
 use super::io::Fs;
 use super::lanes::LaneLog;
@@ -45,6 +46,9 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
     let log_dir = dir.join("log");
     fs.create_dir_durably(&log_dir)
         .map_err(|e| io("create", &log_dir, e))?;
+    let dedup_dir = dir.join("dedup");
+    fs.create_dir_durably(&dedup_dir)
+        .map_err(|e| io("create", &dedup_dir, e))?;
     let index_dir = dir.join("index");
     fs.create_dir_durably(&index_dir)
         .map_err(|e| io("create", &index_dir, e))?;
@@ -88,6 +92,8 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
     };
 
     let log = Log::open(fs.clone(), &log_dir, segment_bytes)?;
+    let mut table = dedup::Table::default();
+    let dedup_files = dedup::Files::open(fs.clone(), &dedup_dir, &mut table)?;
     let mut lanes: HashMap<String, Arc<LaneLog>> = HashMap::new();
     let (replay_from, mut next_seq) = match &cp {
         Some(c) => {
@@ -108,7 +114,12 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
         log,
         index,
         lanes: RwLock::new(HashMap::new()),
-        commit: Mutex::new(CommitState::new(next_seq)),
+        commit: Mutex::new(CommitState {
+            next_seq,
+            dedup: table,
+            unpersisted: Vec::new(),
+        }),
+        dedup_files: Mutex::new(dedup_files),
         published: AtomicU64::new(0),
         tail: Mutex::new(TailCache::default()),
         leases: Mutex::new(HashMap::new()),
@@ -155,14 +166,14 @@ fn replay(
     let newest = store.log.all().last().map(|s| s.first);
     let mut pos = from;
     let mut n = 0u64;
-    let mut batch = ::sled::Batch::default();
-    let mut in_batch = 0;
+    let mut commit = store.commit.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let (read, at) = store.log.read(pos)?;
         match read {
             Read::Record(e, next) => {
-                index::put_dedup(&mut batch, &e.meta, e.seq, e.meta.received_at_ms);
-                in_batch += 1;
+                let id = (dedup::key(&e.meta), e.seq, e.meta.received_at_ms);
+                commit.dedup.insert(id);
+                commit.unpersisted.push(id);
                 for l in &e.lanes {
                     match lanes.get(&l.lane) {
                         Some(lane) => lane.state().unread += 1,
@@ -174,14 +185,6 @@ fn replay(
                 *next_seq = (*next_seq).max(e.seq + 1);
                 n += 1;
                 pos = next;
-                if in_batch >= 10_000 {
-                    store
-                        .index
-                        .tree
-                        .apply_batch(std::mem::take(&mut batch))
-                        .map_err(index::err)?;
-                    in_batch = 0;
-                }
             }
             Read::End => break,
             Read::Damaged(why) => {
@@ -207,7 +210,6 @@ fn replay(
             }
         }
     }
-    store.index.tree.apply_batch(batch).map_err(index::err)?;
     Ok(n)
 }
 
