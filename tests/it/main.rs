@@ -11,6 +11,7 @@ mod crash_campaign;
 mod dead_letters;
 mod delivery;
 mod examples;
+mod fsync_audit;
 mod full_disk;
 mod hostile;
 mod ingest;
