@@ -34,15 +34,25 @@ pub struct Checkpoint {
     /// Every record before this is in the durable index.
     pub replay_from: Pos,
     pub lanes: BTreeMap<String, LaneMark>,
+    /// The generation written into the index with this checkpoint: an index
+    /// that holds an older one has lost what this checkpoint relies on.
+    #[serde(default)]
+    pub index_generation: u64,
 }
 
 impl Checkpoint {
-    pub fn new(next_seq: u64, replay_from: Pos, lanes: BTreeMap<String, LaneMark>) -> Self {
+    pub fn new(
+        next_seq: u64,
+        replay_from: Pos,
+        lanes: BTreeMap<String, LaneMark>,
+        index_generation: u64,
+    ) -> Self {
         Checkpoint {
             version: VERSION,
             next_seq,
             replay_from,
             lanes,
+            index_generation,
         }
     }
 }

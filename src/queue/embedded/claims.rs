@@ -74,24 +74,11 @@ impl EmbeddedStore {
         let Some(v) = self.index.tree.get(wkey(w)).map_err(index::err)? else {
             return Ok(None);
         };
-        match index::decode_located(&v)? {
-            Located::Log(pos) => Ok(Some(webhook_of(&*self.entry_at(pos, w)?))),
-            Located::Chunks(meta) => {
-                let mut body = Vec::new();
-                let mut chunks = 0;
-                for kv in self.index.tree.scan_prefix(index::bkey(w)) {
-                    body.extend_from_slice(&kv.map_err(index::err)?.1);
-                    chunks += 1;
-                }
-                if chunks == 0 {
-                    return Err(StoreError::Corrupt(format!(
-                        "the body of webhook {} is missing",
-                        webhook_id_string(w)
-                    )));
-                }
-                Ok(Some(Webhook::from_store(meta, body.into())))
-            }
-        }
+        let entry = match index::decode_located(&v)? {
+            Located::Log(pos) => self.entry_at(pos, w)?,
+            Located::Dead(pos) => self.dead_entry_at(pos, w)?,
+        };
+        Ok(Some(webhook_of(&entry)))
     }
 
     /// Reads new records for `lane` into its window, leased.
@@ -266,7 +253,7 @@ impl EmbeddedStore {
                 };
                 Index::put_delivery(&mut batch, &rec);
                 batch.insert(index::xkey(id), IVec::default());
-                self.move_body_into_tree(id.webhook, None, &mut batch);
+                self.move_to_dead_log(id.webhook, id.slot, None, &mut batch);
             }
             self.apply(batch, |c| {
                 c.lane(lane, -1);
@@ -340,9 +327,6 @@ impl EmbeddedStore {
                 .any(|k| k.map_or(true, |k| !removing.contains(k.as_ref())));
             if !others {
                 batch.remove(wkey(w));
-                for k in self.index.tree.scan_prefix(index::bkey(w)).keys().flatten() {
-                    batch.remove(k);
-                }
             }
         }
     }
@@ -412,6 +396,7 @@ impl Store for EmbeddedStore {
                 lanes: items[i].deliveries.clone(),
                 meta: items[i].webhook.meta().clone(),
                 body: items[i].webhook.body().clone(),
+                dead_slot: None,
             });
             let next = Pos {
                 segment: pos.segment,
@@ -545,7 +530,10 @@ impl Store for EmbeddedStore {
                         .contains_key(wkey(rec.id.webhook))
                         .map_err(index::err)?
                     {
-                        batch.insert(wkey(rec.id.webhook), index::encode_pointer(pos));
+                        batch.insert(
+                            wkey(rec.id.webhook),
+                            index::encode_located(Located::Log(pos)),
+                        );
                     }
                 }
                 self.apply(batch, |c| c.lane(&rec.lane, 1))?;

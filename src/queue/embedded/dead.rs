@@ -1,47 +1,53 @@
-//! Dead letters: burying, listing, replay and purge, and moving a dead
-//! letter's body out of the log so that it does not keep a whole segment
-//! (up to 64 MiB) until it is purged.
+//! Dead letters: burying, listing, replay and purge. A dead letter's webhook
+//! moves out of the log into the dead-letter log (`data_dir/dead/`, the same
+//! record format, with the slot of the delivery that died), so that one
+//! rejected event does not keep a whole 64 MiB log segment, and so that an
+//! index that cannot be opened loses no dead letter: the rebuild recreates
+//! them from there. The dead-letter log is synced by the checkpoint, before
+//! the index that points into it; until then the lane's cursor has not
+//! passed the record either, so a crash sends it again rather than lose it.
 
 use std::sync::Arc;
 
 use ::sled::{Batch, IVec};
 
 use super::EmbeddedStore;
-use super::index::{self, Index, Located, bchunk, wkey, xkey};
-use super::log::{Entry, Pos};
+use super::index::{self, Index, Located, wkey, xkey};
+use super::log::{self, Entry, Pos};
 use crate::queue::*;
 
-/// Largest body moved into the index with its dead letter (the default
-/// `max_body_bytes`); a larger one keeps its segment until purged.
-const MOVE_MAX_BYTES: usize = 1 << 20;
-
-/// A moved body is stored in chunks of at most this. sled splits a leaf past
-/// 16 entries and writes a page over 128 KiB as a blob file of its own: 17
-/// chunks of 7 KiB and their keys stay under that.
-const CHUNK_BYTES: usize = 7 << 10;
-
 impl EmbeddedStore {
-    /// Adds to `batch` where webhook `w`'s dead letter finds its body: moved
-    /// into the index in chunks when there is room, else a pointer into the
-    /// log. `from` is the record when the caller has it (a delivery that was
-    /// never a retry has no `w` entry yet). Caller holds `w`'s stripe.
-    pub(super) fn move_body_into_tree(
+    /// Adds to `batch` where webhook `w`'s dead letter (delivery `slot`)
+    /// finds its webhook: a new record in the dead-letter log when there is
+    /// room, else a pointer into the log. `from` is the log record when the
+    /// caller has it (a delivery that was never a retry has no `w` entry
+    /// yet). Caller holds `w`'s stripe.
+    pub(super) fn move_to_dead_log(
         &self,
         w: WebhookId,
+        slot: u8,
         from: Option<(Pos, Arc<Entry>)>,
         batch: &mut Batch,
     ) {
         let (pos, entry) = match from {
-            Some((pos, e)) => (Some(pos), Some(e)),
+            Some((pos, e)) => (Located::Log(pos), Some(e)),
             None => match self.index.tree.get(wkey(w)) {
                 Ok(Some(v)) => match index::decode_located(&v) {
-                    Ok(Located::Log(pos)) => (Some(pos), self.entry_at(pos, w).ok()),
-                    _ => return, // in the index already
+                    Ok(Located::Log(pos)) => (Located::Log(pos), self.entry_at(pos, w).ok()),
+                    // Dead in another lane already: a record of its own for
+                    // this one too, so that a rebuild finds both (the index
+                    // points to the newest; an older dead-letter segment
+                    // goes once nothing points into it).
+                    Ok(Located::Dead(at)) => match self.dead_entry_at(at, w) {
+                        Ok(e) if e.dead_slot == Some(slot) => return,
+                        Ok(e) => (Located::Dead(at), Some(e)),
+                        Err(_) => return,
+                    },
+                    Err(_) => return,
                 },
                 _ => return,
             },
         };
-        let Some(pos) = pos else { return };
         let room = |len: u64| {
             let need = self
                 .keep_free
@@ -49,21 +55,32 @@ impl EmbeddedStore {
                 .saturating_add(4 * len);
             self.free_bytes().is_some_and(|free| free >= need)
         };
-        match entry {
-            Some(e) if e.body.len() <= MOVE_MAX_BYTES && room(e.body.len() as u64) => {
-                // At least one chunk, so that a moved empty body is found.
-                let chunks = e
-                    .body
-                    .chunks(CHUNK_BYTES)
-                    .chain(e.body.is_empty().then_some(&[][..]));
-                for (n, chunk) in chunks.enumerate() {
-                    batch.insert(bchunk(w, n as u32), chunk);
+        let moved = entry
+            .filter(|e| room(e.body.len() as u64))
+            .and_then(|e| log::encode_dead(w, slot, &e).ok())
+            .and_then(|r| match self.dead.append(&[r]) {
+                Ok(at) => at.first().copied(),
+                Err(e) => {
+                    tracing::warn!(webhook = %webhook_id_string(w), error = %e, "dead letter's webhook left in the log");
+                    None
                 }
-                batch.insert(wkey(w), index::encode_in_tree(&e.meta));
-            }
-            _ => {
-                batch.insert(wkey(w), index::encode_pointer(pos));
-            }
+            });
+        let at = moved.map_or(pos, Located::Dead);
+        batch.insert(wkey(w), index::encode_located(at));
+    }
+
+    /// The record at `pos` of the dead-letter log, which must be webhook `seq`'s.
+    pub(super) fn dead_entry_at(&self, pos: Pos, seq: u64) -> Result<Arc<Entry>, StoreError> {
+        match self.dead.read(pos)? {
+            (log::Read::Record(e, _), at) if at == pos && e.seq == seq => Ok(Arc::new(*e)),
+            (log::Read::Damaged(why), _) => Err(StoreError::Corrupt(format!(
+                "dead letter of webhook {} in the dead-letter log: {why}",
+                webhook_id_string(seq)
+            ))),
+            _ => Err(StoreError::Corrupt(format!(
+                "dead letter of webhook {} is not in the dead-letter log",
+                webhook_id_string(seq)
+            ))),
         }
     }
 
@@ -90,11 +107,12 @@ impl EmbeddedStore {
                     .contains_key(wkey(rec.id.webhook))
                     .map_err(index::err)?;
                 if let Some(pos) = pos {
-                    if has_w {
-                        self.move_body_into_tree(rec.id.webhook, None, &mut batch);
-                    } else if let Ok(e) = self.entry_at(pos, rec.id.webhook) {
-                        self.move_body_into_tree(rec.id.webhook, Some((pos, e)), &mut batch);
-                    }
+                    let from = if has_w {
+                        None
+                    } else {
+                        self.entry_at(pos, rec.id.webhook).ok().map(|e| (pos, e))
+                    };
+                    self.move_to_dead_log(rec.id.webhook, rec.id.slot, from, &mut batch);
                 }
                 self.apply(batch, |c| c.dead += 1)?;
                 s.finish(rec.id.webhook, rec.id.slot, lease);
@@ -115,7 +133,7 @@ impl EmbeddedStore {
             batch.remove(index::qkey(&old.lane, old.due_ms, id));
             Index::put_delivery(&mut batch, rec);
             batch.insert(xkey(id), IVec::default());
-            self.move_body_into_tree(id.webhook, None, &mut batch);
+            self.move_to_dead_log(id.webhook, id.slot, None, &mut batch);
             let was_pending = old.state == DeliveryState::Pending;
             self.apply(batch, |c| {
                 if was_pending {

@@ -9,8 +9,8 @@
 //! | `d` | webhook id, slot | delivery record: retrying, or dead |
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index of retries) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
-//! | `w` | webhook id | where the webhook is: its log record, or `b` chunks |
-//! | `b` | webhook id, chunk no. (u32) | a dead letter's body, in 7 KiB chunks |
+//! | `w` | webhook id | where the webhook is: its record in the log or the dead-letter log |
+//! | `!generation` | — | the last checkpoint's generation: an index older than the checkpoint file (lost or replaced files) is rebuilt |
 //!
 //! A delivery that succeeds on its first attempt writes nothing here: only a
 //! failed attempt writes a `d` + `q` (and a `w` pointer into the log).
@@ -23,9 +23,11 @@ use ::sled::{Batch, Tree};
 use super::log::Pos;
 use crate::queue::record::{decode_delivery, encode_delivery};
 use crate::queue::{DeliveryId, DeliveryRecord, StoreError, WebhookId};
-use crate::sources::WebhookMeta;
 
-/// sled's page cache: the index holds dedup keys and retries only.
+/// The key of the checkpoint generation the index has reached.
+const GENERATION: &[u8] = b"!generation";
+
+/// sled's page cache: the index holds retries and dead letters only.
 const CACHE_BYTES: u64 = 16 << 20;
 /// How long opening waits for another holder of the index's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -56,12 +58,6 @@ pub fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 
 pub fn wkey(w: WebhookId) -> Vec<u8> {
     key(b'w', &[&be(w)])
-}
-pub fn bkey(w: WebhookId) -> Vec<u8> {
-    key(b'b', &[&be(w)])
-}
-pub fn bchunk(w: WebhookId, n: u32) -> Vec<u8> {
-    key(b'b', &[&be(w), &n.to_be_bytes()])
 }
 pub fn dkey(id: DeliveryId) -> Vec<u8> {
     key(b'd', &[&be(id.webhook), &[id.slot]])
@@ -98,38 +94,44 @@ pub fn parse_id(k: &[u8]) -> Option<DeliveryId> {
 }
 
 /// Where a webhook is, as its `w` value says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Located {
     /// Its record in the log.
     Log(Pos),
-    /// Its body in `b` chunks (a dead letter's, moved out of the log); the meta here.
-    Chunks(WebhookMeta),
+    /// Its record in the dead-letter log (a dead letter's, moved out of the
+    /// log so that it does not keep a whole segment).
+    Dead(Pos),
 }
 
 const LOG_POINTER: u8 = 4;
-const IN_TREE: u8 = 3;
+const DEAD_POINTER: u8 = 5;
 
-pub fn encode_pointer(pos: Pos) -> Vec<u8> {
-    let mut v = vec![LOG_POINTER];
+pub fn encode_located(at: Located) -> Vec<u8> {
+    let (kind, pos) = match at {
+        Located::Log(p) => (LOG_POINTER, p),
+        Located::Dead(p) => (DEAD_POINTER, p),
+    };
+    let mut v = vec![kind];
     v.extend(be(pos.segment));
     v.extend(be(pos.offset));
     v
 }
 
-pub fn encode_in_tree(meta: &WebhookMeta) -> Vec<u8> {
-    let mut v = vec![IN_TREE];
-    v.extend(serde_json::to_vec(meta).unwrap_or_default());
-    v
-}
-
 pub fn decode_located(v: &[u8]) -> Result<Located, StoreError> {
     match v.split_first() {
-        Some((&LOG_POINTER, rest)) if rest.len() == 16 => Ok(Located::Log(Pos {
-            segment: read_u64(&rest[..8]),
-            offset: read_u64(&rest[8..]),
-        })),
-        Some((&IN_TREE, rest)) => serde_json::from_slice(rest)
-            .map(Located::Chunks)
-            .map_err(|e| StoreError::Corrupt(format!("webhook record: {e}"))),
+        Some((&kind, rest)) if rest.len() == 16 => {
+            let pos = Pos {
+                segment: read_u64(&rest[..8]),
+                offset: read_u64(&rest[8..]),
+            };
+            match kind {
+                LOG_POINTER => Ok(Located::Log(pos)),
+                DEAD_POINTER => Ok(Located::Dead(pos)),
+                _ => Err(StoreError::Corrupt(format!(
+                    "webhook record of kind {kind}"
+                ))),
+            }
+        }
         _ => Err(StoreError::Corrupt(
             "webhook record of an unknown kind".into(),
         )),
@@ -182,6 +184,22 @@ impl Index {
             .open_tree("relay")
             .map_err(|e| OpenError::Broken(err(e)))?;
         Ok(Index { db, tree })
+    }
+
+    /// The generation of the last checkpoint written into this index (0
+    /// for a new one).
+    pub fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .tree
+            .get(GENERATION)
+            .map_err(err)?
+            .map_or(0, |v| read_u64(&v)))
+    }
+
+    /// Records checkpoint generation `g` (made durable by the next `sync`).
+    pub fn set_generation(&self, g: u64) -> Result<(), StoreError> {
+        self.tree.insert(GENERATION, &be(g)).map_err(err)?;
+        Ok(())
     }
 
     pub fn get_delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! record  = magic "SRL1" | len u32 LE | crc32c u32 LE | payload (len bytes)
-//! payload = version u8 (1) | seq u64 LE
+//! payload = version u8 (1; 2 in the dead-letter log, followed by the dead
+//!           delivery's slot u8) | seq u64 LE
 //!         | lanes u8 | { lane: u16 LE len + UTF-8 | targets u8 | { u16 LE len + UTF-8 } }
 //!         | meta_len u32 LE | meta (WebhookMeta as JSON: source, topic, dedup id,
 //!           received time, the headers mapping needs)
@@ -35,6 +36,9 @@ const MAGIC: [u8; 4] = *b"SRL1";
 /// Magic, length and checksum.
 pub const HEADER: u64 = 12;
 const VERSION: u8 = 1;
+/// A record of the dead-letter log: version 1 plus the slot of the delivery
+/// that died.
+const VERSION_DEAD: u8 = 2;
 /// Largest payload a reader accepts (a body is capped far below this).
 const MAX_PAYLOAD: u32 = 256 << 20;
 
@@ -54,6 +58,8 @@ pub struct Entry {
     pub lanes: Vec<NewDelivery>,
     pub meta: WebhookMeta,
     pub body: Bytes,
+    /// In the dead-letter log: the slot of the delivery that died.
+    pub dead_slot: Option<u8>,
 }
 
 /// A record ready to append: everything before the body, and the body.
@@ -85,9 +91,28 @@ pub fn encode(
     meta: &WebhookMeta,
     body: &Bytes,
 ) -> Result<Encoded, StoreError> {
+    encode_with(seq, None, lanes, meta, body)
+}
+
+/// Encodes the dead letter of webhook `seq`'s delivery `slot`, for the
+/// dead-letter log.
+pub fn encode_dead(seq: u64, slot: u8, e: &Entry) -> Result<Encoded, StoreError> {
+    encode_with(seq, Some(slot), &e.lanes, &e.meta, &e.body)
+}
+
+fn encode_with(
+    seq: u64,
+    dead_slot: Option<u8>,
+    lanes: &[NewDelivery],
+    meta: &WebhookMeta,
+    body: &Bytes,
+) -> Result<Encoded, StoreError> {
     let too_many = || StoreError::Backend("more than 255 lanes or targets".into());
     let mut payload = Vec::with_capacity(256);
-    payload.push(VERSION);
+    match dead_slot {
+        None => payload.push(VERSION),
+        Some(slot) => payload.extend([VERSION_DEAD, slot]),
+    }
     payload.extend(seq.to_le_bytes());
     payload.push(u8::try_from(lanes.len()).map_err(|_| too_many())?);
     for l in lanes {
@@ -158,10 +183,11 @@ impl<'a> Cur<'a> {
 /// Decodes a payload whose checksum matched.
 fn decode(payload: Bytes) -> Result<Entry, String> {
     let mut c = Cur(&payload);
-    let v = c.u8()?;
-    if v != VERSION {
-        return Err(format!("unknown record version {v}"));
-    }
+    let dead_slot = match c.u8()? {
+        VERSION => None,
+        VERSION_DEAD => Some(c.u8()?),
+        v => return Err(format!("unknown record version {v}")),
+    };
     let seq = c.u64()?;
     let mut lanes = Vec::new();
     for _ in 0..c.u8()? {
@@ -181,6 +207,7 @@ fn decode(payload: Bytes) -> Result<Entry, String> {
         lanes,
         meta,
         body: payload.slice(body_at..),
+        dead_slot,
     })
 }
 
@@ -414,7 +441,10 @@ impl Log {
         };
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.as_ref().is_none_or(|a| a.len >= self.segment_bytes) {
-            *active = Some(self.create(first.seq)?);
+            // Named by its first record's seq; never below a name in use (the
+            // dead-letter log holds old webhooks in the order they died).
+            let newest = self.segments().keys().next_back().map_or(0, |&n| n + 1);
+            *active = Some(self.create(first.seq.max(newest))?);
         }
         let a = active.as_mut().ok_or_else(|| {
             StoreError::Backend("no active log segment after creating one".into())

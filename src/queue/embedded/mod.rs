@@ -21,7 +21,7 @@
 //! | `checkpoint.rs` | the checkpoint file |
 //! | `recovery.rs` | opening: layout, broken index, replay, torn tails |
 //! | `claims.rs` | claims and outcomes (`Store` for the delivery side) |
-//! | `dead.rs` | dead letters, their bodies, replay and purge |
+//! | `dead.rs` | dead letters, the dead-letter log, replay and purge |
 
 mod checkpoint;
 mod claims;
@@ -58,6 +58,8 @@ pub struct EmbeddedStore {
     dir: PathBuf,
     fs: Arc<dyn Fs>,
     log: Log,
+    /// Dead letters' webhooks, moved out of the log (`dead.rs`).
+    dead: Log,
     index: Index,
     lanes: RwLock<HashMap<String, Arc<LaneLog>>>,
     commit: Mutex<CommitState>,
@@ -78,6 +80,8 @@ pub struct EmbeddedStore {
     /// The first webhook id accepted by this process: records before it may
     /// have been handed to the index after their lane's checkpointed cursor.
     opened_at_seq: u64,
+    /// The generation of the last checkpoint.
+    generation: AtomicU64,
     /// Damaged log ranges found (each counted once).
     damaged: Mutex<HashSet<Pos>>,
 }
@@ -245,7 +249,12 @@ impl EmbeddedStore {
                 );
             }
             (
-                checkpoint::Checkpoint::new(commit.next_seq, tail, marks),
+                checkpoint::Checkpoint::new(
+                    commit.next_seq,
+                    tail,
+                    marks,
+                    self.generation.load(Ordering::Relaxed) + 1,
+                ),
                 min_cursor,
                 ids,
             )
@@ -282,10 +291,14 @@ impl EmbeddedStore {
                 unused.push(first);
             }
         }
+        let unused_dead = self.unused_dead_segments()?;
+        self.index.set_generation(cp.index_generation)?;
         self.index.sync(&self.dir.join("index"))?;
         checkpoint::write(&*self.fs, &self.dir, &cp).map_err(|e| {
             crate::queue::StoreError::Backend(format!("writing the checkpoint: {e}"))
         })?;
+        self.generation
+            .store(cp.index_generation, Ordering::Relaxed);
         let mut freed = 0;
         for first in &unused {
             freed += self.log.delete(*first)?;
@@ -293,7 +306,34 @@ impl EmbeddedStore {
         if !unused.is_empty() {
             let _ = self.fs.sync_dir(&self.dir.join("log"));
         }
+        for first in &unused_dead {
+            freed += self.dead.delete(*first)?;
+        }
+        if !unused_dead.is_empty() {
+            let _ = self.fs.sync_dir(&self.dir.join("dead"));
+        }
         Ok(freed)
+    }
+
+    /// Closed segments of the dead-letter log that no dead letter points
+    /// into any more (all purged, or replayed and delivered).
+    fn unused_dead_segments(&self) -> Result<Vec<u64>, crate::queue::StoreError> {
+        let closed = self.dead.closed();
+        if closed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut used = HashSet::new();
+        for kv in self.index.tree.scan_prefix([b'w']) {
+            let (_, v) = kv.map_err(index::err)?;
+            if let Ok(index::Located::Dead(p)) = index::decode_located(&v) {
+                used.insert(p.segment);
+            }
+        }
+        Ok(closed
+            .into_iter()
+            .map(|(first, _)| first)
+            .filter(|f| !used.contains(f))
+            .collect())
     }
 
     /// Log segments (files, bytes), for tests and stats.

@@ -46,6 +46,9 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
     let log_dir = dir.join("log");
     fs.create_dir_durably(&log_dir)
         .map_err(|e| io("create", &log_dir, e))?;
+    let dead_dir = dir.join("dead");
+    fs.create_dir_durably(&dead_dir)
+        .map_err(|e| io("create", &dead_dir, e))?;
     let dedup_dir = dir.join("dedup");
     fs.create_dir_durably(&dedup_dir)
         .map_err(|e| io("create", &dedup_dir, e))?;
@@ -53,45 +56,94 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
     fs.create_dir_durably(&index_dir)
         .map_err(|e| io("create", &index_dir, e))?;
 
-    let (index, rebuilt) = match Index::open(&index_dir) {
-        Ok(i) => (i, false),
+    let cp = match checkpoint::read(&*fs, dir) {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(
+                why,
+                "the checkpoint cannot be used; replaying the whole log (what was delivered since is sent again, same messageId)"
+            );
+            None
+        }
+    };
+    let broken = match Index::open(&index_dir) {
+        Ok(i) => {
+            // An index that opens but is older than the checkpoint (files
+            // lost or replaced) is as good as broken.
+            let expected = cp.as_ref().map_or(0, |c| c.index_generation);
+            match i.generation() {
+                Ok(g) if g >= expected => Ok(i),
+                Ok(g) => Err((
+                    i,
+                    StoreError::Backend(format!(
+                        "it is older than the checkpoint (generation {g}, expected {expected})"
+                    )),
+                )),
+                Err(e) => Err((i, e)),
+            }
+        }
         Err(OpenError::Locked(e)) => return Err(e),
         Err(OpenError::Broken(e)) => {
-            let aside = dir.join(format!("index.broken-{}", crate::timefmt::now_ms()));
-            tracing::error!(
-                error = %e,
-                moved_to = %aside.display(),
-                "THE INDEX CANNOT BE OPENED: moved aside, rebuilding it from the log. \
-                 Every webhook still in the log is delivered again (same messageId); \
-                 dead letters whose bodies had left the log are in the moved copy only"
-            );
-            std::fs::rename(&index_dir, &aside).map_err(|e| io("move aside", &index_dir, e))?;
-            fs.sync_dir(dir).map_err(|e| io("sync", dir, e))?;
-            fs.create_dir_durably(&index_dir)
-                .map_err(|e| io("create", &index_dir, e))?;
-            match Index::open(&index_dir) {
-                Ok(i) => (i, true),
-                Err(OpenError::Locked(e) | OpenError::Broken(e)) => return Err(e),
-            }
+            return open_rebuilt(fs, dir, segment_bytes, e);
         }
     };
-
-    let cp = if rebuilt {
-        None
-    } else {
-        match checkpoint::read(&*fs, dir) {
-            Ok(c) => c,
-            Err(why) => {
-                tracing::warn!(
-                    why,
-                    "the checkpoint cannot be used; replaying the whole log (what was delivered since is sent again, same messageId)"
-                );
-                None
-            }
+    let (index, cp) = match broken {
+        Ok(i) => (i, cp),
+        Err((i, e)) => {
+            drop(i);
+            return open_rebuilt(fs, dir, segment_bytes, e);
         }
     };
+    finish_open(fs, dir, segment_bytes, index, cp, 0)
+}
 
+/// Moves the index aside and opens with a new one, rebuilt from the logs.
+fn open_rebuilt(
+    fs: Arc<dyn Fs>,
+    dir: &Path,
+    segment_bytes: u64,
+    why: StoreError,
+) -> Result<EmbeddedStore, StoreError> {
+    let index_dir = dir.join("index");
+    let aside = dir.join(format!("index.broken-{}", crate::timefmt::now_ms()));
+    tracing::error!(
+        error = %why,
+        moved_to = %aside.display(),
+        "THE INDEX CANNOT BE USED: moved aside, rebuilding it from the log. \
+         Every webhook still in the log is delivered again (same messageId); \
+         dead letters are recreated from the dead-letter log"
+    );
+    std::fs::rename(&index_dir, &aside).map_err(|e| io("move aside", &index_dir, e))?;
+    fs.sync_dir(dir).map_err(|e| io("sync", dir, e))?;
+    fs.create_dir_durably(&index_dir)
+        .map_err(|e| io("create", &index_dir, e))?;
+    let index = match Index::open(&index_dir) {
+        Ok(i) => i,
+        Err(OpenError::Locked(e) | OpenError::Broken(e)) => return Err(e),
+    };
+    // The ids already given out stay given out.
+    let floor = checkpoint::read(&*fs, dir)
+        .ok()
+        .flatten()
+        .map_or(1, |c| c.next_seq);
+    finish_open(fs, dir, segment_bytes, index, None, floor)
+}
+
+fn finish_open(
+    fs: Arc<dyn Fs>,
+    dir: &Path,
+    segment_bytes: u64,
+    index: Index,
+    cp: Option<checkpoint::Checkpoint>,
+    rebuilt_above: u64,
+) -> Result<EmbeddedStore, StoreError> {
+    // 0: the index is sound; else it was rebuilt, and ids below this were given out.
+    let rebuilt = rebuilt_above > 0;
+    let log_dir = dir.join("log");
+    let dead_dir = dir.join("dead");
+    let dedup_dir = dir.join("dedup");
     let log = Log::open(fs.clone(), &log_dir, segment_bytes)?;
+    let dead = Log::open(fs.clone(), &dead_dir, segment_bytes)?;
     let mut table = dedup::Table::default();
     let dedup_files = dedup::Files::open(fs.clone(), &dedup_dir, &mut table)?;
     let mut lanes: HashMap<String, Arc<LaneLog>> = HashMap::new();
@@ -102,7 +154,7 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
             }
             (c.replay_from, c.next_seq)
         }
-        None => (log.start(), 1),
+        None => (log.start(), rebuilt_above.max(1)),
     };
     if let Some(newest) = log.all().last() {
         next_seq = next_seq.max(newest.first + 1);
@@ -112,6 +164,7 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
         dir: dir.to_path_buf(),
         fs,
         log,
+        dead,
         index,
         lanes: RwLock::new(HashMap::new()),
         commit: Mutex::new(CommitState {
@@ -130,6 +183,7 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
         keep_free: AtomicU64::new(256 << 20),
         damaged: Mutex::new(HashSet::new()),
         opened_at_seq: u64::MAX,
+        generation: AtomicU64::new(cp.as_ref().map_or(0, |c| c.index_generation)),
     };
 
     let mut store = store;
@@ -142,6 +196,13 @@ pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedS
         .unwrap_or_else(|p| p.into_inner())
         .next_seq = next_seq;
     store.published.store(next_seq, Ordering::Release);
+    if rebuilt {
+        let n = rebuild_dead_letters(&store)?;
+        tracing::error!(
+            dead_letters = n,
+            "dead letters recreated from the dead-letter log (their original reasons are in the moved-aside index)"
+        );
+    }
     *store.counts() = count(&store.index)?;
     if replayed > 0 || rebuilt {
         tracing::info!(
@@ -211,6 +272,64 @@ fn replay(
         }
     }
     Ok(n)
+}
+
+/// Recreates the dead letters of the dead-letter log in a rebuilt index.
+/// Returns how many.
+fn rebuild_dead_letters(store: &EmbeddedStore) -> Result<u64, StoreError> {
+    use crate::queue::{DeliveryId, DeliveryRecord, DeliveryState};
+    let now = crate::timefmt::now_ms();
+    let mut pos = store.dead.start();
+    let mut n = 0;
+    loop {
+        let (read, at) = store.dead.read(pos)?;
+        match read {
+            Read::Record(e, next) => {
+                pos = next;
+                let Some((slot, lane)) = e
+                    .dead_slot
+                    .and_then(|s| e.lanes.get(s as usize).map(|l| (s, l)))
+                else {
+                    continue;
+                };
+                let id = DeliveryId {
+                    webhook: e.seq,
+                    slot,
+                };
+                let mut rec = DeliveryRecord::new(id, lane.lane.clone(), lane.targets.clone(), now);
+                rec.state = DeliveryState::Dead {
+                    dead_at_ms: now,
+                    reason: "rebuilt from the dead-letter log after the index could not be opened (the original reason is in the moved-aside index)".into(),
+                };
+                let mut batch = ::sled::Batch::default();
+                Index::put_delivery(&mut batch, &rec);
+                batch.insert(index::xkey(id), ::sled::IVec::default());
+                batch.insert(
+                    index::wkey(e.seq),
+                    index::encode_located(index::Located::Dead(at)),
+                );
+                store.index.tree.apply_batch(batch).map_err(index::err)?;
+                n += 1;
+            }
+            Read::End => return Ok(n),
+            Read::Damaged(why) => {
+                let seg = store
+                    .dead
+                    .segment(at.segment)
+                    .ok_or_else(|| StoreError::Backend("a dead-letter segment vanished".into()))?;
+                tracing::error!(
+                    segment = at.segment,
+                    offset = at.offset,
+                    why,
+                    "damaged dead-letter log range skipped"
+                );
+                pos = Pos {
+                    segment: at.segment,
+                    offset: seg.resync(at.offset)?,
+                };
+            }
+        }
+    }
 }
 
 /// Retries per lane and dead letters, from the index's keys (at start-up,
