@@ -21,6 +21,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     print!("{}", describe(&cfg));
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

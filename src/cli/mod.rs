@@ -88,6 +88,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             init_logging(args.log_format);
             let cfg = load(&args.config)?;
+            for w in cfg.warnings() {
+                tracing::warn!("{w}");
+            }
             rt()?.block_on(serve(cfg))
         }
         Command::SendTest(t) => rt()?.block_on(client::send_test(t)),

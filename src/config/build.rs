@@ -106,7 +106,10 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
             );
         }
     }
-    let bad = (t.contains_key("listen") && listen.is_none())
+    let max_body_bytes = max_body.map_or(1 << 20, |v| v as u64);
+    let limits = super::limits::read(&r, max_body_bytes);
+    let bad = limits.is_none()
+        || (t.contains_key("listen") && listen.is_none())
         || (t.contains_key("admin_listen") && admin_listen.is_none())
         || (t.contains_key("data_dir") && data_dir.is_none())
         || (t.contains_key("max_body_bytes") && max_body.is_none())
@@ -121,9 +124,10 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
         admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
         admin_token: admin_token.map(Secret),
         data_dir: data_dir.unwrap_or_else(|| "./data".into()).into(),
-        max_body_bytes: max_body.map_or(1 << 20, |v| v as u64),
+        max_body_bytes,
         min_free_bytes: min_free.map_or(256 << 20, |v| v as u64),
         dedup_window: dedup_window.unwrap_or(Duration::from_secs(72 * 3600)),
+        limits: limits?,
     })
 }
 

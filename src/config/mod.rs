@@ -7,6 +7,7 @@
 
 mod duration;
 mod interp;
+mod limits;
 mod mapping;
 mod reader;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
+pub use limits::{ListenerLimits, MAX_CONNECTIONS_LIMIT};
 pub use mapping::{MappingConfig, Naming, UserIdRule};
 pub use reader::Problem;
 use reader::{Problems, Reader};
@@ -81,6 +83,8 @@ pub struct ServerConfig {
     /// How long a webhook id is remembered for duplicate detection (≥ 72 h:
     /// Shopify retries for up to 48 h on the classic schedule).
     pub dedup_window: Duration,
+    /// What the public listener lets unauthenticated traffic hold.
+    pub limits: ListenerLimits,
 }
 
 /// `[retry]`.
@@ -201,6 +205,23 @@ impl Config {
             source,
         })?;
         Config::from_toml_str(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// What is valid but unsafe: `check` prints these, `serve` logs them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let s = &self.server;
+        let mut w = Vec::new();
+        if !s.admin_listen.ip().is_loopback() && s.admin_token.is_none() {
+            w.push(Problem {
+                key: "server.admin_listen".into(),
+                reason: format!(
+                    "{} is not a loopback address and no admin_token is set: whoever can \
+                     reach it can read webhook bodies and replay or purge dead letters",
+                    s.admin_listen
+                ),
+            });
+        }
+        w
     }
 
     /// Parses and validates relay.toml text; `env` resolves `${VAR}`.

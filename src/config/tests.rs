@@ -161,3 +161,70 @@ fn no_source_is_refused() {
         "{p:?}"
     );
 }
+
+#[test]
+fn listener_limits_default_and_parse() {
+    let cfg = Config::from_toml_str(MINIMAL, &no_env).unwrap();
+    assert_eq!(cfg.server.limits, ListenerLimits::default());
+    let l = ListenerLimits::default();
+    assert_eq!(l.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(l.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(l.idle_timeout, Duration::from_secs(75));
+    assert_eq!(l.max_connections, None);
+    assert_eq!(l.unverified_body_budget, 64 << 20);
+
+    let text = format!(
+        "[server]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"5s\"\nidle_timeout = \"1m\"\n\
+         max_connections = 50\nunverified_body_budget = 8388608\n{MINIMAL}"
+    );
+    let cfg = Config::from_toml_str(&text, &no_env).unwrap();
+    assert_eq!(
+        cfg.server.limits,
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(2),
+            body_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: Some(50),
+            unverified_body_budget: 8 << 20,
+        }
+    );
+}
+
+#[test]
+fn bad_listener_limits_are_reported_with_their_keys() {
+    let text = format!(
+        "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\n\
+         max_body_bytes = 2048\nunverified_body_budget = 1024\n{MINIMAL}"
+    );
+    let p = problems(&text);
+    for e in [
+        "server.header_read_timeout: must be greater than 0",
+        "server.idle_timeout: `soon` is not a duration",
+        "server.max_connections: 0 is out of range",
+        "server.unverified_body_budget: 1024 is less than max_body_bytes (2048)",
+    ] {
+        assert!(
+            p.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn an_open_admin_listener_without_a_token_is_warned_about() {
+    let open = format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\n{MINIMAL}");
+    let w = Config::from_toml_str(&open, &no_env).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].to_string()
+            .starts_with("server.admin_listen: 0.0.0.0:9090 is not a loopback address"),
+        "{w:?}"
+    );
+    let with_token =
+        format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\nadmin_token = \"t\"\n{MINIMAL}");
+    let cfg = Config::from_toml_str(&with_token, &no_env).unwrap();
+    assert!(cfg.warnings().is_empty());
+    let loopback = format!("[server]\nadmin_listen = \"[::1]:9090\"\n{MINIMAL}");
+    let cfg = Config::from_toml_str(&loopback, &no_env).unwrap();
+    assert!(cfg.warnings().is_empty());
+}
