@@ -77,6 +77,11 @@ fn family(name: &str) -> Family {
             "Damaged ranges of the write-ahead log found and skipped since start.",
             "gauge",
         ),
+        "shoprelay_ingest_connections" => ("Open connections on the ingest listener.", "gauge"),
+        "shoprelay_unverified_body_bytes" => (
+            "Bytes held for request bodies whose signature is not verified yet.",
+            "gauge",
+        ),
         _ => ("", "untyped"),
     };
     Family { help, kind }

@@ -31,6 +31,10 @@ pub struct Admin {
     pub wake: Wake,
     /// Wall clock in ms.
     pub clock: fn() -> u64,
+    /// Open ingest connections, for the `shoprelay_ingest_connections` gauge.
+    pub ingest_connections: Arc<super::listener::Open>,
+    /// For the `shoprelay_unverified_body_bytes` gauge.
+    pub body_budget: Arc<super::budget::BodyBudget>,
 }
 
 /// All admin routes.
@@ -123,6 +127,16 @@ fn metrics(a: &Admin) -> Response {
         "shoprelay_log_damaged_ranges",
         vec![],
         a.store.damaged_ranges() as f64,
+    ));
+    gauges.push((
+        "shoprelay_ingest_connections",
+        vec![],
+        a.ingest_connections.count() as f64,
+    ));
+    gauges.push((
+        "shoprelay_unverified_body_bytes",
+        vec![],
+        a.body_budget.held() as f64,
     ));
     let body = a.metrics.render(&gauges);
     let mut r = warp::reply::Reply::into_response(body);

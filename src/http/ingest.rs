@@ -4,17 +4,26 @@
 //! Checks run in the contract's order and the first failure answers:
 //! source (404) → size (413) → signature (401) → topic and JSON (400) →
 //! store (503). The 200 is sent only after the group commit that holds the
-//! webhook has been flushed.
+//! webhook has been flushed. Reading the body may also answer 408 (too slow)
+//! or 503 with `Retry-After` (the unverified body budget is spent).
+//!
+//! Metric labels and log fields take no value from an unverified request:
+//! an unknown source counts as `source="unknown"`, a topic the relay does not
+//! name counts as `topic="other"` (the topic header is not signed), and the
+//! refusal log shows at most a short escaped prefix of the path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Buf;
+use futures_util::Stream;
 use warp::Filter;
-use warp::http::{HeaderMap, Method, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 
+use super::body::{self, BodyLimits, ReadError};
+use super::conn::ConnWatch;
+use super::refusals::{PATH_PREFIX_CHARS, RefusalLog, excerpt};
 use super::{closing, error, json};
 use crate::config::{Config, DeliveryMode};
 use crate::metrics::Metrics;
@@ -38,13 +47,23 @@ pub struct Ingest {
     pub routes: HashMap<String, Route>,
     /// Durable accept.
     pub committer: Committer,
-    /// Bodies above this are refused (413).
-    pub max_body_bytes: u64,
+    /// Size cap, read timeout and memory budget of unverified bodies.
+    pub bodies: BodyLimits,
+    /// `[mapping.events]` topics: with the mapping table's, the topics that
+    /// are metric labels as they are (any other counts as `topic="other"`).
+    pub named_topics: HashSet<String>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Which refusals are logged (one line a second per reason).
+    pub refusals: RefusalLog,
     /// Wall clock in ms; a function so tests can pin it.
     pub clock: fn() -> u64,
 }
+
+/// The `source` label and log field of a request for no configured source.
+pub const UNKNOWN_SOURCE: &str = "unknown";
+/// The `topic` label of a topic neither the mapping nor relay.toml names.
+pub const OTHER_TOPIC: &str = "other";
 
 impl Ingest {
     /// Builds routes from config.
@@ -76,6 +95,51 @@ impl Ingest {
             })
             .collect()
     }
+
+    /// The topic as a metric label: itself if the relay names it, else `other`.
+    fn topic_label<'a>(&self, topic: &'a str) -> &'a str {
+        if crate::mapping::is_mapped_topic(topic) || self.named_topics.contains(topic) {
+            topic
+        } else {
+            OTHER_TOPIC
+        }
+    }
+
+    /// Counts a refusal and logs it (rate-limited); `source` is a configured
+    /// name or [`UNKNOWN_SOURCE`], `path` the request's, shown as a prefix.
+    fn refuse(
+        &self,
+        source: &str,
+        path: &str,
+        reason: &'static str,
+        status: StatusCode,
+        msg: &str,
+    ) -> Response {
+        self.metrics.inc(
+            "shoprelay_webhooks_rejected_total",
+            &[("source", source), ("reason", reason)],
+            1,
+        );
+        if let Some(suppressed) = self.refusals.admit(reason, tokio::time::Instant::now()) {
+            tracing::info!(
+                source,
+                reason,
+                status = status.as_u16(),
+                path = %excerpt(path, PATH_PREFIX_CHARS),
+                suppressed,
+                "webhook refused: {}",
+                excerpt(msg, 2 * PATH_PREFIX_CHARS)
+            );
+        }
+        error(status, msg)
+    }
+}
+
+/// `r` with `Retry-After: 1`: the budget frees up as bodies arrive.
+fn retry_soon(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    r
 }
 
 /// The ingest filter: every method and path under `/webhooks/`.
@@ -87,10 +151,17 @@ pub fn routes(
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
+        .and(warp::ext::optional::<Arc<ConnWatch>>())
         .and(warp::any().map(move || ingest.clone()))
         .then(
-            |tail: warp::path::Tail, method, headers, body, ingest: Arc<Ingest>| async move {
-                handle(&ingest, tail.as_str(), method, headers, body).await
+            |tail: warp::path::Tail, method, headers, body, watch, ingest: Arc<Ingest>| async move {
+                let request = Request {
+                    tail: tail.as_str(),
+                    method,
+                    headers,
+                    watch,
+                };
+                handle(&ingest, request, body).await
             },
         )
 }
@@ -119,44 +190,45 @@ fn parse_path(tail: &str) -> Option<Target<'_>> {
     }
 }
 
-async fn handle<S, B>(
-    ingest: &Ingest,
-    tail: &str,
+/// A request's head, as the handler needs it.
+struct Request<'a> {
+    /// The path after `/webhooks/`.
+    tail: &'a str,
     method: Method,
     headers: HeaderMap,
-    body: S,
-) -> Response
+    /// The connection's clock (absent under `warp::test`).
+    watch: Option<Arc<ConnWatch>>,
+}
+
+async fn handle<S, B>(ingest: &Ingest, req: Request<'_>, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
     B: Buf,
 {
+    let Request {
+        tail,
+        method,
+        headers,
+        watch,
+    } = req;
     let Some(target) = parse_path(tail) else {
         return closing(error(StatusCode::NOT_FOUND, "no such webhook URL"));
     };
-    let source = target.source;
-    let reject = |reason: &str, status: StatusCode, msg: &str| {
-        ingest.metrics.inc(
-            "shoprelay_webhooks_rejected_total",
-            &[("source", source), ("reason", reason)],
-            1,
-        );
-        tracing::info!(
-            source,
-            reason,
-            status = status.as_u16(),
-            "webhook refused: {msg}"
-        );
-        error(status, msg)
+    // The configured name, never the request's bytes.
+    let found = ingest
+        .routes
+        .get_key_value(target.source)
+        .filter(|(_, r)| r.kind == target.kind);
+    let source = found.map_or(UNKNOWN_SOURCE, |(name, _)| name.as_str());
+    let reject = |reason: &'static str, status: StatusCode, msg: &str| {
+        ingest.refuse(source, tail, reason, status, msg)
     };
-    let route = match ingest.routes.get(source) {
-        Some(r) if r.kind == target.kind => r,
-        _ => {
-            return closing(reject(
-                "unknown_source",
-                StatusCode::NOT_FOUND,
-                "no such source",
-            ));
-        }
+    let Some((_, route)) = found else {
+        return closing(reject(
+            "unknown_source",
+            StatusCode::NOT_FOUND,
+            "no such source",
+        ));
     };
     if method != Method::POST {
         let mut r = reject("method", StatusCode::METHOD_NOT_ALLOWED, "use POST");
@@ -168,14 +240,17 @@ where
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > ingest.max_body_bytes) {
+    if declared.is_some_and(|n| n > ingest.bodies.max_bytes) {
         return closing(reject(
             "too_large",
             StatusCode::PAYLOAD_TOO_LARGE,
             "body is larger than max_body_bytes",
         ));
     }
-    let body = match read_limited(body, ingest.max_body_bytes).await {
+    let waiting = watch.as_ref().map(|w| w.awaiting_body());
+    let read = body::read(body, declared, &ingest.bodies).await;
+    drop(waiting);
+    let (body, held) = match read {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
             return closing(reject(
@@ -191,12 +266,33 @@ where
                 "could not read the request body",
             ));
         }
+        Err(ReadError::TimedOut) => {
+            return closing(reject(
+                "body_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within body_read_timeout",
+            ));
+        }
+        Err(e @ (ReadError::NoRoom | ReadError::Evicted)) => {
+            let reason = if e == ReadError::NoRoom {
+                "body_budget"
+            } else {
+                "body_evicted"
+            };
+            return closing(retry_soon(reject(
+                reason,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies in progress; retry later",
+            )));
+        }
     };
     let now = (ingest.clock)();
     let verified = match target.topic {
         None => shopify::verify(source, &route.verifier, &headers, body, now),
         Some(topic) => convertedin::verify(source, &route.verifier, &topic, &headers, body, now),
     };
+    // Verified or refused: either way the body no longer counts as unverified.
+    drop(held);
     let webhook = match verified {
         Ok(w) => w,
         Err(e) => {
@@ -211,11 +307,12 @@ where
             return reject(reason, status, &e.to_string());
         }
     };
-    accept(ingest, route, webhook).await
+    accept(ingest, source, route, webhook).await
 }
 
-async fn accept(ingest: &Ingest, route: &Route, webhook: Webhook) -> Response {
-    let (source, topic) = (webhook.meta().source.clone(), webhook.meta().topic.clone());
+async fn accept(ingest: &Ingest, source: &str, route: &Route, webhook: Webhook) -> Response {
+    let topic = webhook.meta().topic.clone();
+    let topic_label = ingest.topic_label(&topic);
     let accept = Accept {
         webhook,
         deliveries: route.deliveries.clone(),
@@ -223,7 +320,11 @@ async fn accept(ingest: &Ingest, route: &Route, webhook: Webhook) -> Response {
     let count = |outcome: &str| {
         ingest.metrics.inc(
             "shoprelay_webhooks_received_total",
-            &[("source", &source), ("topic", &topic), ("outcome", outcome)],
+            &[
+                ("source", source),
+                ("topic", topic_label),
+                ("outcome", outcome),
+            ],
             1,
         )
     };
@@ -252,42 +353,22 @@ async fn accept(ingest: &Ingest, route: &Route, webhook: Webhook) -> Response {
             };
             ingest.metrics.inc(
                 "shoprelay_webhooks_rejected_total",
-                &[("source", &source), ("reason", reason)],
+                &[("source", source), ("reason", reason)],
                 1,
             );
-            tracing::warn!(source, topic, error = %e, "webhook not stored; answered 503");
+            if let Some(suppressed) = ingest.refusals.admit(reason, tokio::time::Instant::now()) {
+                tracing::warn!(
+                    source,
+                    topic = topic_label,
+                    error = %e,
+                    suppressed,
+                    "webhook not stored; answered 503"
+                );
+            }
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot store the webhook now; retry later",
             )
         }
     }
-}
-
-enum ReadError {
-    TooLarge,
-    Io,
-}
-
-/// Reads the body, stopping as soon as it exceeds `limit` (chunked bodies have
-/// no Content-Length, so the declared size alone is not enough).
-async fn read_limited<S, B>(mut body: S, limit: u64) -> Result<Bytes, ReadError>
-where
-    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
-    B: Buf,
-{
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| ReadError::Io)?;
-        if buf.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(ReadError::TooLarge);
-        }
-        while chunk.has_remaining() {
-            let c = chunk.chunk();
-            buf.extend_from_slice(c);
-            let n = c.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(buf.freeze())
 }

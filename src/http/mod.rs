@@ -2,7 +2,12 @@
 //! private (metrics, health, dead letters). Every answer is a small JSON body.
 
 pub mod admin;
+pub mod body;
+pub mod budget;
+pub mod conn;
 pub mod ingest;
+pub mod listener;
+pub mod refusals;
 
 use warp::http::StatusCode;
 use warp::reply::Response;

@@ -148,6 +148,12 @@ fn canonical(topic: &str) -> &str {
         .map_or(topic, |(_, shopify)| shopify)
 }
 
+/// Whether the table names `topic` (as received: a convertedin alias counts).
+pub fn is_mapped_topic(topic: &str) -> bool {
+    let topic = canonical(topic);
+    ROUTES.iter().any(|r| r.topic == topic)
+}
+
 /// The table's topics, for tests that must cover every row.
 pub fn topics() -> impl Iterator<Item = &'static str> {
     ROUTES.iter().map(|r| r.topic)

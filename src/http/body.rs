@@ -1,0 +1,158 @@
+//! Reading a request body whose signature is not verified yet: capped by
+//! `max_body_bytes`, whole within `body_read_timeout`, and held inside the
+//! unverified body budget ([`super::budget`]) until it is verified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+
+use super::budget::{BodyBudget, Held};
+
+/// A chunked body's buffer starts at this and doubles (each step reserved).
+const FIRST_CHUNKED_CAPACITY: usize = 16 << 10;
+
+/// Why a body was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Over `max_body_bytes` (413).
+    TooLarge,
+    /// The connection failed mid-body (400).
+    Io,
+    /// The budget has no room for it (503, `Retry-After`).
+    NoRoom,
+    /// Evicted from the budget for a newer request after stalling (503).
+    Evicted,
+    /// Not whole within the body read timeout (408).
+    TimedOut,
+}
+
+/// What bodies are read within.
+pub struct BodyLimits {
+    /// `max_body_bytes`.
+    pub max_bytes: u64,
+    /// `body_read_timeout`, from the end of the request head.
+    pub timeout: Duration,
+    /// `unverified_body_budget`, shared by every connection.
+    pub budget: Arc<BodyBudget>,
+}
+
+/// Reads the body, reserving its bytes before they arrive: the declared
+/// Content-Length at once, a chunked body as its buffer grows. The [`Held`]
+/// share is to be dropped once the body is verified (or refused).
+pub async fn read<S, B>(
+    mut body: S,
+    declared: Option<u64>,
+    limits: &BodyLimits,
+) -> Result<(Bytes, Held), ReadError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    B: Buf,
+{
+    let limit = limits.max_bytes;
+    let reading = async {
+        let first = declared.unwrap_or(0).min(limit);
+        let held = limits
+            .budget
+            .reserve(first)
+            .await
+            .ok_or(ReadError::NoRoom)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(first as usize);
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = held.evicted() => return Err(ReadError::Evicted),
+                chunk = body.next() => chunk,
+            };
+            let Some(chunk) = chunk else { break };
+            let mut chunk = chunk.map_err(|_| ReadError::Io)?;
+            let need = buf.len() as u64 + chunk.remaining() as u64;
+            if need > limit {
+                return Err(ReadError::TooLarge);
+            }
+            if need > buf.capacity() as u64 {
+                let want = need
+                    .max(buf.capacity() as u64 * 2)
+                    .max(FIRST_CHUNKED_CAPACITY as u64)
+                    .min(limit);
+                if !held.grow(want - buf.capacity() as u64).await {
+                    return Err(ReadError::NoRoom);
+                }
+                buf.reserve_exact(want as usize - buf.len());
+            }
+            while chunk.has_remaining() {
+                let c = chunk.chunk();
+                buf.extend_from_slice(c);
+                let n = c.len();
+                chunk.advance(n);
+            }
+        }
+        Ok((Bytes::from(buf), held))
+    };
+    tokio::time::timeout(limits.timeout, reading)
+        .await
+        .map_err(|_| ReadError::TimedOut)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_bytes: u64, budget: u64) -> BodyLimits {
+        BodyLimits {
+            max_bytes,
+            timeout: Duration::from_secs(5),
+            budget: BodyBudget::new(budget),
+        }
+    }
+
+    fn chunks(n: usize, size: usize) -> impl Stream<Item = Result<Bytes, warp::Error>> + Unpin {
+        futures_util::stream::iter((0..n).map(move |_| Ok(Bytes::from(vec![b'x'; size]))))
+    }
+
+    #[tokio::test]
+    async fn a_declared_body_holds_exactly_its_length_until_dropped() {
+        let l = limits(1 << 20, 1 << 20);
+        let (body, held) = read(chunks(4, 1000), Some(4000), &l).await.unwrap();
+        assert_eq!(body.len(), 4000);
+        assert_eq!(l.budget.held(), 4000);
+        drop(held);
+        assert_eq!(l.budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_reserves_as_it_grows_and_stops_at_the_cap() {
+        let l = limits(100_000, 1 << 20);
+        let (body, held) = read(chunks(30, 1000), None, &l).await.unwrap();
+        assert_eq!(body.len(), 30_000);
+        assert_eq!(l.budget.held(), 32 << 10, "16 KiB doubled once");
+        drop(held);
+        let err = read(chunks(101, 1000), None, &l).await.err();
+        assert_eq!(err, Some(ReadError::TooLarge));
+        assert_eq!(l.budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_room_before_or_while_reading() {
+        let l = limits(1 << 20, 64 << 10);
+        let _other = l.budget.reserve(60 << 10).await.unwrap();
+        let err = read(chunks(1, 10), Some(10 << 10), &l).await.err();
+        assert_eq!(err, Some(ReadError::NoRoom), "declared: refused up front");
+        let err = read(chunks(10, 1000), None, &l).await.err();
+        assert_eq!(err, Some(ReadError::NoRoom), "chunked: refused on growth");
+        assert_eq!(l.budget.held(), 60 << 10);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        let l = BodyLimits {
+            timeout: Duration::from_millis(50),
+            ..limits(1 << 20, 1 << 20)
+        };
+        let stalled = futures_util::stream::pending::<Result<Bytes, warp::Error>>();
+        let err = read(stalled, Some(10), &l).await.err();
+        assert_eq!(err, Some(ReadError::TimedOut));
+        assert_eq!(l.budget.held(), 0);
+    }
+}
