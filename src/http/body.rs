@@ -103,7 +103,8 @@ mod tests {
         BodyLimits {
             max_bytes,
             timeout: Duration::from_secs(5),
-            budget: BodyBudget::new(budget),
+            // Nothing becomes evictable within a test.
+            budget: BodyBudget::with_eviction_age(budget, Duration::from_secs(60)),
         }
     }
 

@@ -9,10 +9,11 @@
 //!
 //! A budget alone would let stalled bodies keep every signed webhook out
 //! until their body timeout. So when the budget is short, the request asking
-//! evicts the oldest bodies that have been held at least [`EVICTABLE_AFTER`]
-//! and are older than itself, and waits (at most [`ROOM_WAIT`]) for their
-//! memory to be freed. A genuine webhook is read in milliseconds; holding the
-//! budget against it means re-sending the whole budget every second.
+//! evicts the oldest bodies older than itself that have been held at least
+//! [`EVICTABLE_AFTER`] (they answer 503 and close), waiting at most
+//! [`ROOM_WAIT`] for them to get that old and for their memory to be freed.
+//! A genuine webhook is read in milliseconds; holding the budget against it
+//! means re-sending the whole budget every second.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -119,6 +120,7 @@ impl BodyBudget {
     /// Adds `n` bytes to holder `id`, whose eviction `evict` announces.
     async fn take(&self, id: u64, n: u64, evict: &Notify) -> bool {
         let give_up = Instant::now() + ROOM_WAIT;
+        let mut wake_at;
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
@@ -137,44 +139,80 @@ impl BodyBudget {
                     }
                     return true;
                 }
-                let cutoff = Instant::now().checked_sub(self.evictable_after);
-                if !l.evict_for(id, n, cutoff) {
-                    return false;
-                }
+                wake_at = match l.evict_for(id, n, Instant::now(), self.evictable_after) {
+                    Room::Coming => give_up,
+                    Room::At(t) if t < give_up => t,
+                    Room::At(_) | Room::Never => return false,
+                };
             }
             tokio::select! {
                 _ = freed => {}
                 // Evicted while waiting: give the bytes back rather than wait on.
                 _ = evict.notified() => return false,
-                _ = tokio::time::sleep_until(give_up) => return false,
+                _ = tokio::time::sleep_until(wake_at) => {
+                    if wake_at >= give_up {
+                        return false;
+                    }
+                }
             }
         }
     }
 }
 
+/// Whether bodies older than a request can make room for it.
+enum Room {
+    /// Evicted (or already leaving): wait for them to be freed.
+    Coming,
+    /// Enough of them become evictable at this time.
+    At(Instant),
+    /// Not even all of them together would make room.
+    Never,
+}
+
 impl Ledger {
-    /// Evicts the oldest bodies older than `id` and held since `cutoff` or
-    /// before, until what is free plus what is being freed covers `n`.
-    fn evict_for(&mut self, id: u64, n: u64, cutoff: Option<Instant>) -> bool {
-        let mut coming = self.left
-            + self
-                .holders
-                .values()
-                .filter(|h| h.evicted)
-                .map(|h| h.bytes)
-                .sum::<u64>();
+    /// Makes room for `n` more bytes for holder `id` by evicting the oldest
+    /// bodies older than it that have been held at least `age`.
+    fn evict_for(&mut self, id: u64, n: u64, now: Instant, age: Duration) -> Room {
+        let leaving: u64 = self
+            .holders
+            .values()
+            .filter(|h| h.evicted)
+            .map(|h| h.bytes)
+            .sum();
+        let mut coming = self.left + leaving;
+        if coming >= n {
+            return Room::Coming;
+        }
+        // Ids grow with `since`: the candidates come oldest first.
+        let candidates = || {
+            self.holders
+                .range(..id)
+                .map(|(_, h)| h)
+                .filter(|h| !h.evicted && h.bytes > 0)
+        };
+        let mut total = coming;
+        let Some(last) = candidates().find(|h| {
+            total += h.bytes;
+            total >= n
+        }) else {
+            return Room::Never;
+        };
+        let ready = last.since + age;
+        if ready > now {
+            return Room::At(ready);
+        }
         for h in self.holders.range_mut(..id).map(|(_, h)| h) {
             if coming >= n {
                 break;
             }
-            if h.evicted || h.bytes == 0 || cutoff.is_none_or(|c| h.since > c) {
+            if h.evicted || h.bytes == 0 {
                 continue;
             }
             h.evicted = true;
             h.evict.notify_one();
             coming += h.bytes;
         }
-        coming >= n
+        Room::Coming
     }
 }
 
@@ -207,13 +245,15 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_add_up_to_the_budget_and_are_given_back() {
-        let b = BodyBudget::new(100);
+        // Nothing becomes evictable within the test.
+        let b = BodyBudget::with_eviction_age(100, Duration::from_secs(60));
         let a = b.reserve(60).await.expect("room for 60");
         assert_eq!(b.held(), 60);
         assert!(b.reserve(50).await.is_none(), "60 + 50 > 100");
         assert!(a.grow(40).await);
         assert_eq!(b.held(), 100);
         assert!(!a.grow(1).await, "nothing younger may be evicted for it");
+        assert_eq!(b.held(), 100);
         drop(a);
         assert_eq!(b.held(), 0);
         assert!(b.reserve(100).await.is_some());
@@ -221,12 +261,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_young_body_is_never_evicted() {
-        let b = BodyBudget::new(100);
-        let _old = b.reserve(100).await.unwrap();
+    async fn a_request_waits_for_a_stalled_body_to_become_evictable() {
+        let b = BodyBudget::with_eviction_age(100, Duration::from_millis(200));
+        let stalled = b.reserve(100).await.unwrap();
+        let holder = tokio::spawn(async move {
+            stalled.evicted().await;
+            drop(stalled);
+        });
+        let started = Instant::now();
+        assert!(b.reserve(10).await.is_some());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited < ROOM_WAIT, "{waited:?}");
+        holder.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_too_young_to_go_in_time_means_no_room_at_once() {
+        let b = BodyBudget::with_eviction_age(100, Duration::from_secs(60));
+        let _young = b.reserve(100).await.unwrap();
         let started = Instant::now();
         assert!(b.reserve(10).await.is_none());
-        assert!(started.elapsed() < ROOM_WAIT, "no wait when none can go");
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 
     #[tokio::test]
