@@ -10,7 +10,8 @@ use futures_util::{Stream, StreamExt};
 
 use super::budget::{BodyBudget, Held};
 
-/// A chunked body's buffer starts at this and doubles (each step reserved).
+/// A chunked body's buffer starts at this and doubles (each step reserved,
+/// the old buffer and the new one together while it is copied).
 const FIRST_CHUNKED_CAPACITY: usize = 16 << 10;
 
 /// Why a body was not read.
@@ -76,10 +77,14 @@ where
                     .max(buf.capacity() as u64 * 2)
                     .max(FIRST_CHUNKED_CAPACITY as u64)
                     .min(limit);
-                if !held.grow(want - buf.capacity() as u64).await {
+                // Growing copies into a new buffer before the old one is
+                // freed: both count until then.
+                let old = buf.capacity() as u64;
+                if !held.grow(want).await {
                     return Err(ReadError::NoRoom);
                 }
                 buf.reserve_exact(want as usize - buf.len());
+                held.release(old);
             }
             while chunk.has_remaining() {
                 let c = chunk.chunk();

@@ -222,6 +222,19 @@ impl Held {
         self.budget.take(self.id, n, &self.evict).await
     }
 
+    /// Gives back `n` of this body's bytes (the buffer it outgrew).
+    pub fn release(&self, n: u64) {
+        let mut l = self.budget.ledger();
+        let Some(h) = l.holders.get_mut(&self.id) else {
+            return;
+        };
+        let n = n.min(h.bytes);
+        h.bytes -= n;
+        l.left += n;
+        drop(l);
+        self.budget.freed.notify_waiters();
+    }
+
     /// Resolves when this body has been evicted for a newer request.
     pub async fn evicted(&self) {
         self.evict.notified().await

@@ -228,6 +228,14 @@ where
         Box::pin(async move {
             let r = answer.await;
             watch.set(Phase::Idle);
+            // This runs inside the connection's task, whose socket was last
+            // polled while busy (no deadline): wake it once more so the read
+            // that waits for the next request arms the idle deadline.
+            std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::Ready(())
+            })
+            .await;
             r
         })
     }

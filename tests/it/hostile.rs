@@ -4,11 +4,66 @@
 //! past `max_body_bytes` with and without a Content-Length. Every answer is
 //! 200, 400 or 413 (never a 5xx or a dropped connection), the relay stays
 //! healthy, and everything accepted is delivered or dead-lettered.
+//!
+//! Then hostile *traffic*, unauthenticated, against the bounds of the public
+//! listener (README, Security): slow heads and idle connections (`heads`),
+//! stalled bodies (`bodies`), connections past the cap (`connections`), and
+//! unknown source names by the thousand (`labels`). Those that measure memory,
+//! descriptors or the log run the relay binary as a child process.
+
+mod bodies;
+mod connections;
+mod heads;
+mod labels;
+
+use std::time::{Duration, Instant};
 
 use crate::common::receiver::TestReceiver;
-use crate::common::relay::{Dest, Opts, Relay, SECRET};
+use crate::common::relay::{Child_, Dest, Opts, Relay, SECRET, spawn_binary, toml};
 use crate::common::sign::{ShopifyWebhook, shopify};
 use crate::common::{client, within};
+
+/// The relay binary on a fresh data dir with these `[server]` lines.
+fn child_relay(server_extra: &str) -> (tempfile::TempDir, Child_) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.toml");
+    let opts = Opts {
+        server_extra: server_extra.into(),
+        ..Opts::default()
+    };
+    std::fs::write(&cfg, toml(&opts, &dir.path().join("data"))).unwrap();
+    let relay = spawn_binary(&cfg);
+    (dir, relay)
+}
+
+/// A gauge's value in `/metrics` text.
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Sends signed webhook number `n` on a connection of its own: the status
+/// and how long the answer took.
+async fn signed(ingest: &str, n: u64) -> (u16, Duration) {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let h = ShopifyWebhook {
+        topic: "orders/create",
+        event_id: Some(format!("hostile-signed-{n}")),
+        body: format!(r#"{{"id":{n},"email":"b{n}@example.com"}}"#).into_bytes(),
+        secret: SECRET,
+    };
+    let started = Instant::now();
+    let url = format!("{ingest}/webhooks/shopify/acme");
+    let r = within("a signed webhook", h.request(&c, &url).send())
+        .await
+        .unwrap();
+    (r.status().as_u16(), started.elapsed())
+}
 
 fn nest(depth: usize) -> String {
     format!("{}1{}", "[".repeat(depth), "]".repeat(depth))

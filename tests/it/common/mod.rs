@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod proc;
+pub mod raw;
 pub mod receiver;
 pub mod relay;
 pub mod sign;

@@ -2,6 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use shoprelay::config::Config;
 
@@ -139,6 +141,46 @@ pub struct Child_ {
     pub child: Child,
     pub ingest: String,
     pub admin: String,
+    /// What it wrote to stderr after "listening".
+    pub log: Arc<LogTap>,
+}
+
+impl Drop for Child_ {
+    /// A test that fails midway leaves no relay running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Counts a child relay's log, and keeps its refusal lines.
+#[derive(Default)]
+pub struct LogTap {
+    bytes: AtomicU64,
+    refusals: Mutex<Vec<String>>,
+}
+
+impl LogTap {
+    /// Bytes logged since "listening".
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The "webhook refused" lines so far (the first 10,000).
+    pub fn refusals(&self) -> Vec<String> {
+        self.refusals.lock().unwrap().clone()
+    }
+
+    fn line(&self, line: &str) {
+        self.bytes
+            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        if line.contains("webhook refused") {
+            let mut r = self.refusals.lock().unwrap();
+            if r.len() < 10_000 {
+                r.push(line.to_string());
+            }
+        }
+    }
 }
 
 pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
@@ -166,11 +208,22 @@ pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let log = Arc::new(LogTap::default());
+    let tap = log.clone();
+    std::thread::spawn(move || {
+        for line in lines {
+            match line {
+                Ok(line) => tap.line(&line),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                Err(_) => return,
+            }
+        }
+    });
     Child_ {
         child,
         ingest: format!("http://{ingest}"),
         admin: format!("http://{admin}"),
+        log,
     }
 }
 
