@@ -47,7 +47,8 @@ pub fn describe(cfg: &Config) -> String {
          ingest  http://{}  (max body {} bytes)\n\
          admin   http://{}  (token: {})\n\
          data    {}\n\
-         retry   up to {} after the first attempt, {} doubling to {}\n",
+         retry   up to {} after the first attempt, {} doubling to {}\n\
+         limits  head {}, body {}, idle {}, {} connections, {} MiB for unverified bodies\n",
         cfg.sources.len(),
         cfg.destinations.len(),
         s.listen,
@@ -62,6 +63,13 @@ pub fn describe(cfg: &Config) -> String {
         format_duration(cfg.retry.max_age),
         format_duration(cfg.retry.initial_interval),
         format_duration(cfg.retry.max_interval),
+        format_duration(s.limits.header_read_timeout),
+        format_duration(s.limits.body_read_timeout),
+        format_duration(s.limits.idle_timeout),
+        s.limits
+            .max_connections
+            .unwrap_or_else(shoprelay::http::listener::default_max_connections),
+        s.limits.unverified_body_budget >> 20,
     );
     for (name, src) in &cfg.sources {
         let path = match src.kind {

@@ -139,3 +139,29 @@ fn a_missing_file_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read /nonexistent/relay.toml"), "{err}");
 }
+
+#[test]
+fn an_open_admin_listener_without_a_token_is_warned_about_and_limits_are_shown() {
+    let base = "[sources.acme]\nkind = \"shopify\"\nsecrets = [\"x\"]\n";
+    let (code, out, err) = check(
+        &format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\nmax_connections = 300\n{base}"),
+        &[],
+    );
+    assert_eq!(code, 0, "a warning is not a problem: {err}");
+    assert!(
+        err.contains("warning: server.admin_listen: 0.0.0.0:9090 is not a loopback address and no admin_token is set"),
+        "{err}"
+    );
+    assert!(
+        out.contains(
+            "limits  head 10s, body 30s, idle 1m15s, 300 connections, 64 MiB for unverified bodies"
+        ),
+        "{out}"
+    );
+    let (code, _, err) = check(
+        &format!("[server]\nadmin_listen = \"0.0.0.0:9090\"\nadmin_token = \"t\"\n{base}"),
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "{err}");
+}
