@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
+use warp::http::StatusCode;
 
 use super::budget::{BodyBudget, Held};
 
@@ -28,6 +29,33 @@ pub enum ReadError {
     /// Not whole within the body read timeout (408).
     TimedOut,
 }
+
+impl ReadError {
+    /// The refusal: its reason (the metric label), status and message.
+    pub fn answer(&self) -> (&'static str, StatusCode, &'static str) {
+        match self {
+            ReadError::TooLarge => (
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body is larger than max_body_bytes",
+            ),
+            ReadError::Io => (
+                "body_read",
+                StatusCode::BAD_REQUEST,
+                "could not read the request body",
+            ),
+            ReadError::TimedOut => (
+                "body_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive within body_read_timeout",
+            ),
+            ReadError::NoRoom => ("body_budget", StatusCode::SERVICE_UNAVAILABLE, BUSY),
+            ReadError::Evicted => ("body_evicted", StatusCode::SERVICE_UNAVAILABLE, BUSY),
+        }
+    }
+}
+
+const BUSY: &str = "too many request bodies in progress; retry later";
 
 /// What bodies are read within.
 pub struct BodyLimits {

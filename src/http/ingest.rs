@@ -21,7 +21,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 
-use super::body::{self, BodyLimits, ReadError};
+use super::body::{self, BodyLimits};
 use super::conn::ConnWatch;
 use super::refusals::{PATH_PREFIX_CHARS, RefusalLog, excerpt};
 use super::{closing, error, json};
@@ -252,38 +252,14 @@ where
     drop(waiting);
     let (body, held) = match read {
         Ok(b) => b,
-        Err(ReadError::TooLarge) => {
-            return closing(reject(
-                "too_large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body is larger than max_body_bytes",
-            ));
-        }
-        Err(ReadError::Io) => {
-            return closing(reject(
-                "body_read",
-                StatusCode::BAD_REQUEST,
-                "could not read the request body",
-            ));
-        }
-        Err(ReadError::TimedOut) => {
-            return closing(reject(
-                "body_timeout",
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body did not arrive within body_read_timeout",
-            ));
-        }
-        Err(e @ (ReadError::NoRoom | ReadError::Evicted)) => {
-            let reason = if e == ReadError::NoRoom {
-                "body_budget"
+        Err(e) => {
+            let (reason, status, msg) = e.answer();
+            let r = closing(reject(reason, status, msg));
+            return if status == StatusCode::SERVICE_UNAVAILABLE {
+                retry_soon(r)
             } else {
-                "body_evicted"
+                r
             };
-            return closing(retry_soon(reject(
-                reason,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many request bodies in progress; retry later",
-            )));
         }
     };
     let now = (ingest.clock)();

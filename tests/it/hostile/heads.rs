@@ -88,3 +88,20 @@ async fn h2c_prior_knowledge_is_not_served() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_head_over_16_kib_is_refused_431() {
+    let relay = Relay::start(Opts::default()).await;
+    let mut s = connect(&relay.ingest).await;
+    let head = format!(
+        "POST /webhooks/shopify/acme HTTP/1.1\r\nHost: relay\r\nX-Pad: {}\r\n\r\n",
+        "x".repeat(20 << 10)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let (_, got) = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed after the refusal");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    relay.stop().await;
+}

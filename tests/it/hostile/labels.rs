@@ -108,3 +108,38 @@ async fn unknown_sources_by_the_thousand_leave_metrics_and_log_bounded() {
     }
     assert!(rss_growth < 16 << 20, "RSS grew {:.1} MiB", mib(rss_growth));
 }
+
+/// The topic header is not signed: a correctly signed body replayed under
+/// made-up topics counts under `topic="other"`, not one label per topic.
+#[tokio::test]
+async fn topics_the_relay_does_not_name_count_as_other() {
+    use crate::common::relay::{Opts, Relay, SECRET};
+    use crate::common::sign::ShopifyWebhook;
+    let relay = Relay::start(Opts::default()).await;
+    let c = crate::common::client();
+    let url = relay.shopify_url("acme");
+    for (i, topic) in ["orders/create", "made_up/one", "made_up/two"]
+        .iter()
+        .enumerate()
+    {
+        let h = ShopifyWebhook {
+            topic,
+            event_id: Some(format!("topic-{i}")),
+            body: br#"{"id":1}"#.to_vec(),
+            secret: SECRET,
+        };
+        let r = within("a signed webhook", h.request(&c, &url).send())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let metrics = relay.metrics().await;
+    for line in [
+        r#"shoprelay_webhooks_received_total{source="acme",topic="orders/create",outcome="queued"} 1"#,
+        r#"shoprelay_webhooks_received_total{source="acme",topic="other",outcome="queued"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+    }
+    assert!(!metrics.contains("made_up"), "{metrics}");
+    relay.stop().await;
+}
