@@ -58,43 +58,50 @@ pub fn nofile_limit() -> Option<u64> {
 /// Open connections of one listener, for the cap and the gauge.
 #[derive(Default)]
 pub struct Open {
-    next: Mutex<(u64, BTreeMap<u64, Arc<ConnWatch>>)>,
+    conns: Mutex<Conns>,
+}
+
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    by_id: BTreeMap<u64, Arc<ConnWatch>>,
 }
 
 impl Open {
     /// How many are open now (`shoprelay_ingest_connections`).
     pub fn count(&self) -> usize {
-        self.lock().1.len()
+        self.lock().by_id.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, Arc<ConnWatch>>)> {
-        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn add(&self, w: Arc<ConnWatch>) -> u64 {
-        let mut g = self.lock();
-        let id = g.0;
-        g.0 += 1;
-        g.1.insert(id, w);
+        let mut c = self.lock();
+        let id = c.next_id;
+        c.next_id += 1;
+        c.by_id.insert(id, w);
         id
     }
 
     fn remove(&self, id: u64) {
-        self.lock().1.remove(&id);
+        self.lock().by_id.remove(&id);
     }
 
     /// Closes the connection that has waited longest for its client, if it
     /// has waited [`EVICT_AFTER`]; otherwise says when to look again.
     fn evict_one(&self, now: Instant) -> Instant {
-        let g = self.lock();
-        let oldest =
-            g.1.values()
-                .filter(|w| !w.is_killed())
-                .filter_map(|w| match w.phase() {
-                    (Phase::Busy, _) => None,
-                    (_, since) => Some((since, w)),
-                })
-                .min_by_key(|(since, _)| *since);
+        let c = self.lock();
+        let oldest = c
+            .by_id
+            .values()
+            .filter(|w| !w.is_killed())
+            .filter_map(|w| match w.phase() {
+                (Phase::Busy, _) => None,
+                (_, since) => Some((since, w)),
+            })
+            .min_by_key(|(since, _)| *since);
         match oldest {
             Some((since, w)) if since + EVICT_AFTER <= now => {
                 w.kill();
@@ -228,4 +235,42 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(open: &Open, phase: Phase) -> Arc<ConnWatch> {
+        let w = ConnWatch::new(Timeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+        });
+        w.set(phase);
+        open.add(w.clone());
+        w
+    }
+
+    #[test]
+    fn the_connection_waiting_longest_for_its_client_goes_first() {
+        let open = Open::default();
+        let busy = watch(&open, Phase::Busy);
+        let head = watch(&open, Phase::Head);
+        let idle = watch(&open, Phase::Idle);
+        let body = watch(&open, Phase::Body);
+        let started = head.phase().1;
+
+        // Nobody has waited a second yet: look again when the oldest has.
+        assert_eq!(open.evict_one(started), started + EVICT_AFTER);
+        assert!(!head.is_killed());
+
+        let later = started + Duration::from_secs(5);
+        for expected in [&head, &idle, &body] {
+            open.evict_one(later);
+            assert!(expected.is_killed());
+        }
+        open.evict_one(later);
+        assert!(!busy.is_killed(), "a connection the relay works on stays");
+        assert_eq!(open.count(), 4, "killed ones leave when their task ends");
+    }
 }
