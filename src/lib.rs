@@ -219,7 +219,7 @@ fn warn_if_short_of_descriptors(max_connections: usize) {
         tracing::warn!(
             max_connections,
             open_file_limit = limit,
-            "server.max_connections is close to the open-file limit (ulimit -n); raise the limit or lower max_connections"
+            "server.max_connections and the admin listener could use more descriptors than the open-file limit (ulimit -n) leaves: raise the limit or lower max_connections"
         );
     }
 }
