@@ -96,20 +96,37 @@ pub struct WebhookMeta {
 /// A webhook whose HMAC signature has been verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
-    meta: WebhookMeta,
+    /// Shared: the lanes of a fan-out each hold the same webhook.
+    meta: std::sync::Arc<WebhookMeta>,
     body: Bytes,
 }
 
 impl Webhook {
     /// Crate-internal: only the verifiers call this, after the MAC matched.
     pub(crate) fn verified(meta: WebhookMeta, body: Bytes) -> Self {
-        Webhook { meta, body }
+        Webhook {
+            meta: std::sync::Arc::new(meta),
+            body,
+        }
     }
 
     /// Rebuilds a webhook read back from the queue (it was verified before it
     /// was stored), or one built by a test or fixture.
     pub fn from_store(meta: WebhookMeta, body: Bytes) -> Self {
+        Webhook {
+            meta: std::sync::Arc::new(meta),
+            body,
+        }
+    }
+
+    /// The same, sharing a meta already read back (no copy per lane).
+    pub(crate) fn from_shared(meta: std::sync::Arc<WebhookMeta>, body: Bytes) -> Self {
         Webhook { meta, body }
+    }
+
+    /// The meta, shared.
+    pub(crate) fn shared_meta(&self) -> std::sync::Arc<WebhookMeta> {
+        self.meta.clone()
     }
 
     /// Headers and ids.

@@ -23,7 +23,7 @@ const MAX_SCAN: usize = 50_000;
 type Broken = (IVec, Option<(DeliveryId, Option<DeliveryRecord>)>, String);
 
 fn webhook_of(e: &Entry) -> Webhook {
-    Webhook::from_store(e.meta.clone(), e.body.clone())
+    Webhook::from_shared(e.meta.clone(), e.body.clone())
 }
 
 fn claimed(lane: &str, e: &Entry, slot: u8, token: u64) -> Claimed {
@@ -394,7 +394,7 @@ impl Store for EmbeddedStore {
             let entry = Arc::new(Entry {
                 seq: r.seq,
                 lanes: items[i].deliveries.clone(),
-                meta: items[i].webhook.meta().clone(),
+                meta: items[i].webhook.shared_meta(),
                 body: items[i].webhook.body().clone(),
                 dead_slot: None,
             });

@@ -56,7 +56,7 @@ pub struct Entry {
     pub seq: u64,
     /// The lanes it goes to, in slot order.
     pub lanes: Vec<NewDelivery>,
-    pub meta: WebhookMeta,
+    pub meta: std::sync::Arc<WebhookMeta>,
     pub body: Bytes,
     /// In the dead-letter log: the slot of the delivery that died.
     pub dead_slot: Option<u8>,
@@ -205,7 +205,7 @@ fn decode(payload: Bytes) -> Result<Entry, String> {
     Ok(Entry {
         seq,
         lanes,
-        meta,
+        meta: std::sync::Arc::new(meta),
         body: payload.slice(body_at..),
         dead_slot,
     })
