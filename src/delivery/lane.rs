@@ -25,10 +25,12 @@ use super::drive::{complete_batches, deliver};
 /// wake-up is never needed for correctness, only for promptness).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
-/// How long a busy lane lets more slots free up before it claims. A claim
-/// walks the due index from its start, past what is in flight, so claiming
-/// one slot at a time as each delivery ends costs that walk per delivery.
-const CLAIM_GATHER: Duration = Duration::from_millis(2);
+/// How long a busy lane lets more slots free up before it claims. Claims
+/// are cheap now (the lane's window and the log's tail are in memory), so
+/// this is short: at 2 ms it capped a lane at about half its concurrency
+/// per 2 ms (crash campaign drain, concurrency 16: 2.5k → 3.5k deliveries/s
+/// at 200 µs).
+const CLAIM_GATHER: Duration = Duration::from_micros(200);
 
 /// All lanes of a relay.
 pub struct Engine {

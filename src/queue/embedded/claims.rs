@@ -503,6 +503,7 @@ impl Store for EmbeddedStore {
     }
 
     fn update(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+        self.room_for_index()?;
         if let Some(ll) = self.lane(&rec.lane) {
             let mut s = ll.state();
             if s.holds(rec.id.webhook) {
@@ -727,16 +728,17 @@ impl Store for EmbeddedStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .dedup
                 .expire_hour(before_ms, from);
-            let Some((hour, gone, empty)) = step else {
+            let Some(step) = step else {
                 return Ok(n);
             };
-            n += gone;
-            from = hour + 1;
-            if empty {
+            drop(step.whole);
+            n += step.gone;
+            from = step.hour + 1;
+            if step.empty {
                 self.dedup_files
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .delete(hour)?;
+                    .delete(step.hour)?;
             }
         }
     }
@@ -756,6 +758,18 @@ impl Store for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// A retry or dead letter is written to the index only while half of
+    /// `min_free_bytes` is still free (accepts stop at all of it): sled must
+    /// never meet a full disk. Refused, the attempt keeps its lease and comes
+    /// due again when it ends.
+    pub(super) fn room_for_index(&self) -> Result<(), StoreError> {
+        let reserve = self.keep_free.load(std::sync::atomic::Ordering::Relaxed) / 2;
+        match self.free_bytes() {
+            Some(free) if free < reserve => Err(StoreError::DiskFull { free, reserve }),
+            _ => Ok(()),
+        }
+    }
+
     /// Gives back the leases of claims that are not returned after all.
     fn give_back(&self, lane: &str, claims: &[Claimed]) {
         let ll = self.lane(lane);

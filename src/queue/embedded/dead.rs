@@ -86,6 +86,7 @@ impl EmbeddedStore {
 
     /// Buries a claimed delivery if `lease` still holds it.
     pub(super) fn bury_claimed(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+        self.room_for_index()?;
         if let Some(ll) = self.lane(&rec.lane) {
             let mut s = ll.state();
             if s.holds(rec.id.webhook) {

@@ -80,12 +80,23 @@ impl Table {
 
     /// Forgets the ids of one hour (the first at or after `from_hour`)
     /// accepted before `before_ms`, so a caller can let others in between
-    /// hours. Returns the hour, how many went, and whether it is now empty;
+    /// hours. Returns the hour, how many went, whether it is now empty, and
+    /// a whole expired hour's map for the caller to free after letting go of
+    /// its lock (freeing 300k ids took longer than an ingest may wait).
     /// `None` once no hour before `before_ms` is left.
-    pub fn expire_hour(&mut self, before_ms: u64, from_hour: u64) -> Option<(u64, usize, bool)> {
+    pub fn expire_hour(&mut self, before_ms: u64, from_hour: u64) -> Option<Expired> {
         let (&hour, map) = self.hours.range_mut(from_hour..).next()?;
         if hour * HOUR_MS >= before_ms {
             return None;
+        }
+        if (hour + 1) * HOUR_MS <= before_ms {
+            let whole = self.hours.remove(&hour)?;
+            return Some(Expired {
+                hour,
+                gone: whole.len(),
+                empty: true,
+                whole: Some(whole),
+            });
         }
         let n = map.len();
         map.retain(|_, &mut (_, ms)| ms >= before_ms);
@@ -94,8 +105,22 @@ impl Table {
         if empty {
             self.hours.remove(&hour);
         }
-        Some((hour, gone, empty))
+        Some(Expired {
+            hour,
+            gone,
+            empty,
+            whole: None,
+        })
     }
+}
+
+/// What one step of expiry did.
+pub struct Expired {
+    pub hour: u64,
+    pub gone: usize,
+    pub empty: bool,
+    /// A whole hour taken out, to be freed outside the lock.
+    pub whole: Option<HashMap<Key, (u64, u64)>>,
 }
 
 /// The files.

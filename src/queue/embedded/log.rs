@@ -504,6 +504,22 @@ impl Log {
         Ok(Active { seg, len: 0 })
     }
 
+    /// Stops appending to the active segment (the next append starts a new
+    /// one); returns its first seq. Caller holds the commit lock, so nothing
+    /// is being appended.
+    pub fn retire_active(&self) -> Option<u64> {
+        let taken = self.active.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // After a restart nothing is active yet: the newest segment is the one.
+        taken
+            .map(|a| a.seg.first)
+            .or_else(|| self.segments().keys().next_back().copied())
+    }
+
+    /// Segment size at which a new one starts.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
     /// Cuts segment `first` at `offset` (a torn tail found at start-up).
     pub fn truncate(&self, first: u64, offset: u64) -> Result<(), StoreError> {
         if let Some(seg) = self.segment(first) {

@@ -48,6 +48,12 @@ use self::log::{Entry, Log, Pos};
 /// A new segment starts (at a batch boundary) once the active one is this big.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// The segment being appended to is retired (and deleted once the
+/// checkpoint is written) when every lane has passed it and it is this big
+/// (or a 64th of the segment size, if less); smaller, it is not worth a new
+/// segment (a directory fsync on the path of the next 200).
+const RETIRE_BYTES: u64 = 1 << 20;
+
 /// Records kept in memory after their commit, so that lanes keeping up read
 /// them without touching the disk.
 const TAIL_RECORDS: usize = 8192;
@@ -224,7 +230,7 @@ impl EmbeddedStore {
     fn checkpoint(&self) -> Result<u64, crate::queue::StoreError> {
         let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         // A consistent cut: no commit in progress, every lane's state at once.
-        let (cp, min_cursor, ids) = {
+        let (cp, min_cursor, ids, retired) = {
             let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
             let ids = std::mem::take(&mut commit.unpersisted);
             let tail = self.log.tail();
@@ -248,6 +254,15 @@ impl EmbeddedStore {
                     },
                 );
             }
+            drop(lanes);
+            // Everything delivered, even the segment being appended to: retire
+            // it (the next commit starts a new one), so that a drained queue
+            // frees its disk, which a full disk needs to take webhooks again.
+            let retired = (min_cursor == tail
+                && tail.offset >= (self.log.segment_bytes() / 64).clamp(1, RETIRE_BYTES)
+                && !self.log_pointers_from(tail.segment)?)
+            .then(|| self.log.retire_active())
+            .flatten();
             (
                 checkpoint::Checkpoint::new(
                     commit.next_seq,
@@ -257,6 +272,7 @@ impl EmbeddedStore {
                 ),
                 min_cursor,
                 ids,
+                retired,
             )
         };
         // Every record before the cut has its dedup id in the files.
@@ -274,7 +290,7 @@ impl EmbeddedStore {
         // Segments wholly before every cursor whose webhooks nothing in the
         // index points to (retries, dead letters too large to move). Decided
         // before the sync, so what made them free is durable before they go.
-        let mut unused = Vec::new();
+        let mut unused: Vec<u64> = retired.into_iter().collect();
         for (first, end) in self.log.closed() {
             if end > min_cursor.segment {
                 break;
@@ -313,6 +329,21 @@ impl EmbeddedStore {
             let _ = self.fs.sync_dir(&self.dir.join("dead"));
         }
         Ok(freed)
+    }
+
+    /// Whether a retry or dead letter points into log segment `first` or a later one.
+    fn log_pointers_from(&self, first: u64) -> Result<bool, crate::queue::StoreError> {
+        for kv in self
+            .index
+            .tree
+            .range(index::wkey(first)..index::wkey(u64::MAX))
+        {
+            let (_, v) = kv.map_err(index::err)?;
+            if matches!(index::decode_located(&v), Ok(index::Located::Log(_))) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Closed segments of the dead-letter log that no dead letter points
