@@ -153,12 +153,16 @@ impl Drop for Child_ {
     }
 }
 
-/// Counts a child relay's log, and keeps its refusal lines.
+/// Counts a child relay's log, and keeps its refusal lines and its last lines.
 #[derive(Default)]
 pub struct LogTap {
     bytes: AtomicU64,
     refusals: Mutex<Vec<String>>,
+    last: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Lines [`LogTap::last`] keeps.
+const LAST_LINES: usize = 200;
 
 impl LogTap {
     /// Bytes logged since "listening".
@@ -171,9 +175,21 @@ impl LogTap {
         self.refusals.lock().unwrap().clone()
     }
 
+    /// The last lines logged (at most 200), for failure messages.
+    pub fn last(&self) -> Vec<String> {
+        self.last.lock().unwrap().iter().cloned().collect()
+    }
+
     fn line(&self, line: &str) {
         self.bytes
             .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+        {
+            let mut last = self.last.lock().unwrap();
+            if last.len() == LAST_LINES {
+                last.pop_front();
+            }
+            last.push_back(line.to_string());
+        }
         if line.contains("webhook refused") {
             let mut r = self.refusals.lock().unwrap();
             if r.len() < 10_000 {
@@ -194,11 +210,13 @@ pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
         .expect("start shoprelay");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let mut before = Vec::new();
     let (ingest, admin) = loop {
         let line = lines
             .next()
-            .expect("relay exited before listening")
+            .unwrap_or_else(|| panic!("relay exited before listening:\n{}", before.join("\n")))
             .unwrap();
+        before.push(line.clone());
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "listening" {
             break (
@@ -227,7 +245,67 @@ pub fn spawn_binary(config_path: &std::path::Path) -> Child_ {
     }
 }
 
+impl Child_ {
+    /// Waits until the store is open and the admin listener answers
+    /// (`listening` is logged before the store opens); panics with the
+    /// child's last log lines if it exits first.
+    pub async fn wait_open(&mut self) {
+        let url = format!("{}/admin/stats", self.admin);
+        let c = super::client();
+        super::within("the child relay to open its store", async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    // Let the stderr thread read what is left.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    panic!(
+                        "the relay exited ({status}) before opening its store:\n{}",
+                        self.log.last().join("\n")
+                    );
+                }
+                let r = c
+                    .get(&url)
+                    .timeout(std::time::Duration::from_millis(500))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+}
+
 impl Relay {
+    /// Waits until the store is open and the admin listener answers; panics
+    /// with the run's error if it ended first.
+    pub async fn wait_open(&mut self) {
+        let url = format!("{}/admin/stats", self.admin);
+        let c = super::client();
+        super::within("the relay to open its store", async {
+            loop {
+                if self.task.as_ref().is_none_or(|t| t.is_finished()) {
+                    let ended = match self.task.take() {
+                        Some(t) => format!("{:?}", t.await),
+                        None => "stopped".into(),
+                    };
+                    panic!("the relay ended before opening its store: {ended}");
+                }
+                let r = c
+                    .get(&url)
+                    .timeout(std::time::Duration::from_millis(500))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
     /// `GET /admin/stats`.
     pub async fn stats(&self) -> serde_json::Value {
         super::get_json(format!("{}/admin/stats", self.admin)).await
