@@ -118,12 +118,16 @@ impl EmbeddedStore {
                             webhook: e.seq,
                             slot: slot as u8,
                         };
-                        // A record from before this start that a lane
-                        // finished out of order (after its checkpointed
-                        // cursor) by handing it to the index: the index
-                        // has it (retrying or dead).
+                        // A record from before this start that the lane had
+                        // handed to the index (a retry or a dead letter) after
+                        // its checkpointed cursor: the index has it, or had it
+                        // at the start and has delivered it since.
                         let handed_over = e.seq < self.opened_at_seq
-                            && self.index.tree.contains_key(dkey(id)).map_err(index::err)?;
+                            && self
+                                .handed_over
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&id);
                         if handed_over {
                             skipped += 1;
                         } else {
@@ -572,6 +576,9 @@ impl Store for EmbeddedStore {
         if retries.is_empty() {
             return Ok(());
         }
+        // A retry's completion writes to the index: kept off a full disk too
+        // (refused, its lease ends and it is sent again, same messageId).
+        self.room_for_index()?;
         // Every stripe involved, in ascending order (others hold at most one).
         let mut stripes: Vec<usize> = retries
             .iter()

@@ -86,6 +86,12 @@ pub struct EmbeddedStore {
     /// The first webhook id accepted by this process: records before it may
     /// have been handed to the index after their lane's checkpointed cursor.
     opened_at_seq: u64,
+    /// The deliveries the index held at start-up (retries and dead letters)
+    /// whose records lie after a lane's checkpointed cursor: the lane skips
+    /// them when it reads the log again, even once a retry is delivered and
+    /// gone from the index (a lane's cursor lags when checkpoints fail, on a
+    /// full disk, or by up to one interval after a crash).
+    handed_over: Mutex<HashSet<crate::queue::DeliveryId>>,
     /// The generation of the last checkpoint.
     generation: AtomicU64,
     /// Damaged log ranges found (each counted once).

@@ -183,6 +183,7 @@ fn finish_open(
         keep_free: AtomicU64::new(256 << 20),
         damaged: Mutex::new(HashSet::new()),
         opened_at_seq: u64::MAX,
+        handed_over: Mutex::new(HashSet::new()),
         generation: AtomicU64::new(cp.as_ref().map_or(0, |c| c.index_generation)),
     };
 
@@ -204,6 +205,27 @@ fn finish_open(
         );
     }
     *store.counts() = count(&store.index)?;
+    // Records after the oldest cursor have ids at least its segment's name.
+    let oldest = store
+        .lanes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .map(|l| l.state().cursor().segment)
+        .min();
+    if let Some(from) = oldest {
+        let mut handed = store.handed_over.lock().unwrap_or_else(|p| p.into_inner());
+        for kv in store
+            .index
+            .tree
+            .range(index::key(b'd', &[&index::be(from)])..vec![b'd' + 1])
+        {
+            let (k, _) = kv.map_err(index::err)?;
+            if let Some(id) = index::parse_id(&k) {
+                handed.insert(id);
+            }
+        }
+    }
     if replayed > 0 || rebuilt {
         tracing::info!(
             records = replayed,

@@ -405,3 +405,25 @@ fn a_clock_jump_past_the_window_with_300k_ids_due_keeps_ingest_and_memory_flat()
     );
     assert!(s.accepted(&[accept("old-0-0", &[])]).unwrap()[0].is_none());
 }
+
+/// Found by the full-disk cycle test: a retry delivered from the index after
+/// a restart was sent again when the lane re-read the log from a cursor that
+/// lagged (a failed or missed checkpoint), since its index record was gone.
+#[test]
+fn a_retry_delivered_after_a_restart_is_not_sent_again_from_the_log() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    s.accept_batch(&[accept("a", &["x"]), accept("b", &["x"])], 100)
+        .unwrap();
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    s.update(&failed(&c[0], 500), c[0].lease).unwrap();
+    s.update(&failed(&c[1], 500), c[1].lease).unwrap();
+    // No checkpoint since: the lane's durable cursor is before both.
+    drop(s);
+    let s = open_sim(&fs, dir.path(), 1 << 20);
+    let mut got = deliver_all(&s, "x", 500);
+    got.sort();
+    assert_eq!(got, ["a", "b"], "each once");
+    assert!(deliver_all(&s, "x", 10_000).is_empty());
+}
