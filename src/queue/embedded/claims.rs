@@ -9,7 +9,7 @@ use ::sled::{Batch, IVec};
 
 use super::dedup;
 use super::index::{self, Index, Located, dkey, lane_prefix, parse_qtail, qkey, wkey};
-use super::lanes::{Item, LaneLog, MAX_RETRYING, Status, WINDOW_MAX};
+use super::lanes::{Held, Item, LaneLog, MAX_RETRYING, Status, WINDOW_MAX};
 use super::log::{self, Entry, Pos};
 use super::{EmbeddedStore, Got};
 use crate::queue::*;
@@ -67,6 +67,35 @@ impl EmbeddedStore {
                 webhook_id_string(seq)
             ))),
         }
+    }
+
+    /// Writes the outcome of a delivery read from the log with `write` (given
+    /// where its record is), under the webhook's stripe, if `lease` still
+    /// holds it, and lets the cursor pass it. `None`: not a delivery of the
+    /// lane's window (a retry, in the index).
+    pub(super) fn window_outcome(
+        &self,
+        rec: &DeliveryRecord,
+        lease: u64,
+        write: impl FnOnce(Pos) -> Result<(), StoreError>,
+    ) -> Option<Result<(), StoreError>> {
+        let ll = self.lane(&rec.lane)?;
+        let mut s = ll.state();
+        match s.held(rec.id.webhook, rec.id.slot, lease) {
+            Held::NotHere => None,
+            Held::Stale => Some(Ok(())),
+            Held::Mine(pos) => {
+                let _g = self.stripe(rec.id.webhook);
+                Some(write(pos).map(|()| {
+                    s.finish(rec.id.webhook, rec.id.slot, lease);
+                }))
+            }
+        }
+    }
+
+    /// Whether the index knows where webhook `w` is.
+    pub(super) fn has_location(&self, w: WebhookId) -> Result<bool, StoreError> {
+        self.index.tree.contains_key(wkey(w)).map_err(index::err)
     }
 
     /// Webhook `w` as the index locates it.
@@ -508,43 +537,22 @@ impl Store for EmbeddedStore {
 
     fn update(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
         self.room_for_index()?;
-        if let Some(ll) = self.lane(&rec.lane) {
-            let mut s = ll.state();
-            if s.holds(rec.id.webhook) {
-                let Some(l) = s.lease_of(rec.id.webhook, rec.id.slot) else {
-                    return Ok(()); // finished or re-claimed meanwhile
-                };
-                if l.token != lease {
-                    return Ok(());
-                }
-                let pos = s
-                    .window
-                    .iter()
-                    .find(|i| i.seq == rec.id.webhook)
-                    .map(|i| i.pos);
-                // Handed over to the index: a retry record, and where the
-                // webhook is (unless a sibling lane's retry wrote it).
-                let _g = self.stripe(rec.id.webhook);
-                let mut batch = Batch::default();
-                Index::put_delivery(&mut batch, rec);
-                batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
-                if let Some(pos) = pos {
-                    if !self
-                        .index
-                        .tree
-                        .contains_key(wkey(rec.id.webhook))
-                        .map_err(index::err)?
-                    {
-                        batch.insert(
-                            wkey(rec.id.webhook),
-                            index::encode_located(Located::Log(pos)),
-                        );
-                    }
-                }
-                self.apply(batch, |c| c.lane(&rec.lane, 1))?;
-                s.finish(rec.id.webhook, rec.id.slot, lease);
-                return Ok(());
+        let outcome = self.window_outcome(rec, lease, |pos| {
+            // Handed over to the index: a retry record, and where the
+            // webhook is (unless a sibling lane's retry wrote it).
+            let mut batch = Batch::default();
+            Index::put_delivery(&mut batch, rec);
+            batch.insert(qkey(&rec.lane, rec.due_ms, rec.id), IVec::default());
+            if !self.has_location(rec.id.webhook)? {
+                batch.insert(
+                    wkey(rec.id.webhook),
+                    index::encode_located(Located::Log(pos)),
+                );
             }
+            self.apply(batch, |c| c.lane(&rec.lane, 1))
+        });
+        if let Some(done) = outcome {
+            return done;
         }
         self.record_outcome(rec.id, lease, |old| {
             let mut batch = Batch::default();

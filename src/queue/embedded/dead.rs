@@ -87,38 +87,20 @@ impl EmbeddedStore {
     /// Buries a claimed delivery if `lease` still holds it.
     pub(super) fn bury_claimed(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
         self.room_for_index()?;
-        if let Some(ll) = self.lane(&rec.lane) {
-            let mut s = ll.state();
-            if s.holds(rec.id.webhook) {
-                if s.lease_of(rec.id.webhook, rec.id.slot).map(|l| l.token) != Some(lease) {
-                    return Ok(());
-                }
-                let pos = s
-                    .window
-                    .iter()
-                    .find(|i| i.seq == rec.id.webhook)
-                    .map(|i| i.pos);
-                let _g = self.stripe(rec.id.webhook);
-                let mut batch = Batch::default();
-                Index::put_delivery(&mut batch, rec);
-                batch.insert(xkey(rec.id), IVec::default());
-                let has_w = self
-                    .index
-                    .tree
-                    .contains_key(wkey(rec.id.webhook))
-                    .map_err(index::err)?;
-                if let Some(pos) = pos {
-                    let from = if has_w {
-                        None
-                    } else {
-                        self.entry_at(pos, rec.id.webhook).ok().map(|e| (pos, e))
-                    };
-                    self.move_to_dead_log(rec.id.webhook, rec.id.slot, from, &mut batch);
-                }
-                self.apply(batch, |c| c.dead += 1)?;
-                s.finish(rec.id.webhook, rec.id.slot, lease);
-                return Ok(());
-            }
+        let outcome = self.window_outcome(rec, lease, |pos| {
+            let mut batch = Batch::default();
+            Index::put_delivery(&mut batch, rec);
+            batch.insert(xkey(rec.id), IVec::default());
+            let from = if self.has_location(rec.id.webhook)? {
+                None
+            } else {
+                self.entry_at(pos, rec.id.webhook).ok().map(|e| (pos, e))
+            };
+            self.move_to_dead_log(rec.id.webhook, rec.id.slot, from, &mut batch);
+            self.apply(batch, |c| c.dead += 1)
+        });
+        if let Some(done) = outcome {
+            return done;
         }
         self.record_outcome_dead(rec, lease)
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::io::{Fs, LogFile};
+use super::io::{Fs, LogFile, io_err};
 use crate::queue::StoreError;
 use crate::sources::WebhookMeta;
 
@@ -130,10 +130,6 @@ pub struct Files {
     open: BTreeMap<u64, Arc<dyn LogFile>>,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what} {}: {e}", path.display()))
-}
-
 impl Files {
     fn path(&self, hour: u64) -> PathBuf {
         self.dir.join(format!("{hour:020}.dedup"))
@@ -183,14 +179,7 @@ impl Files {
             let file = match self.open.get(&hour) {
                 Some(f) => f.clone(),
                 None => {
-                    let path = self.path(hour);
-                    let f = self
-                        .fs
-                        .create(&path)
-                        .map_err(|e| io_err("create", &path, e))?;
-                    self.fs
-                        .sync_dir(&self.dir)
-                        .map_err(|e| io_err("sync", &self.dir, e))?;
+                    let f = self.fs.create_durably(&self.path(hour))?;
                     self.open.insert(hour, f.clone());
                     f
                 }

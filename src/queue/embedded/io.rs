@@ -35,6 +35,14 @@ pub trait Fs: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates a new empty file for appending (its directory is not synced).
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>>;
+    /// Creates a new empty file and fsyncs its directory, so that its name
+    /// is durable before anything written to it is relied on.
+    fn create_durably(&self, path: &Path) -> Result<Arc<dyn LogFile>, crate::queue::StoreError> {
+        let file = self.create(path).map_err(|e| io_err("create", path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.sync_dir(dir).map_err(|e| io_err("sync", dir, e))?;
+        Ok(file)
+    }
     /// Opens an existing file for reading and truncating.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn LogFile>>;
     /// Reads a whole (small) file; `None` when it does not exist.
@@ -46,6 +54,11 @@ pub trait Fs: Send + Sync {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// fsyncs a directory, making creations, renames and removals in it durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A storage error naming what failed on which path.
+pub fn io_err(what: &str, path: &Path, e: io::Error) -> crate::queue::StoreError {
+    crate::queue::StoreError::Backend(format!("{what} {}: {e}", path.display()))
 }
 
 /// The operating system's files.

@@ -102,11 +102,15 @@ impl LaneState {
         self.window.binary_search_by_key(&seq, |i| i.seq).is_ok()
     }
 
-    /// The lease of (`seq`, `slot`) if it is in the window and leased.
-    pub fn lease_of(&mut self, seq: u64, slot: u8) -> Option<Lease> {
-        match self.find(seq, slot)?.status {
-            Status::Leased(l) => Some(l),
-            _ => None,
+    /// Whether (`seq`, `slot`) is the window's and `token` still holds it.
+    pub fn held(&mut self, seq: u64, slot: u8, token: u64) -> Held {
+        let mine = self
+            .find(seq, slot)
+            .map(|i| matches!(i.status, Status::Leased(l) if l.token == token).then_some(i.pos));
+        match mine {
+            Some(Some(pos)) => Held::Mine(pos),
+            None if !self.holds(seq) => Held::NotHere,
+            _ => Held::Stale,
         }
     }
 
@@ -181,6 +185,16 @@ impl LaneState {
             }
         }
     }
+}
+
+/// Who holds a delivery of the window, for an outcome.
+pub enum Held {
+    /// Not a record of the window: a retry, in the index.
+    NotHere,
+    /// Finished, or claimed again since: the outcome changes nothing.
+    Stale,
+    /// Held by the caller's lease; where its record is.
+    Mine(Pos),
 }
 
 /// One lane of the log: its state, and a lock that makes its reads of new

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::io::{Fs, LogFile};
+use super::io::{Fs, LogFile, io_err};
 use crate::queue::{NewDelivery, StoreError};
 use crate::sources::WebhookMeta;
 
@@ -320,10 +320,6 @@ pub struct Log {
     segment_bytes: u64,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what} {}: {e}", path.display()))
-}
-
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.log"))
 }
@@ -483,15 +479,8 @@ impl Log {
     }
 
     fn create(&self, first: u64) -> Result<Active, StoreError> {
-        let path = segment_path(&self.dir, first);
-        let file = self
-            .fs
-            .create(&path)
-            .map_err(|e| io_err("create", &path, e))?;
-        // The new name must be durable before any record in it is acknowledged.
-        self.fs
-            .sync_dir(&self.dir)
-            .map_err(|e| io_err("sync", &self.dir, e))?;
+        // The new name is durable before any record in it is acknowledged.
+        let file = self.fs.create_durably(&segment_path(&self.dir, first))?;
         let seg = Arc::new(Segment {
             first,
             file,

@@ -25,9 +25,7 @@ use super::log::{Log, Pos, Read};
 use super::{CommitState, Counts, EmbeddedStore, TailCache, checkpoint};
 use crate::queue::StoreError;
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what} {}: {e}", path.display()))
-}
+use super::io::io_err as io;
 
 /// Opens the store in `dir` with `fs` for the log (tests cut the power there).
 pub fn open(fs: Arc<dyn Fs>, dir: &Path, segment_bytes: u64) -> Result<EmbeddedStore, StoreError> {
