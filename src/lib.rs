@@ -242,8 +242,10 @@ async fn checkpoints(store: Arc<dyn Store>, mut stop: shutdown::Shutdown) {
     }
 }
 
-/// How often a checkpoint is written.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often a checkpoint is written: what lanes delivered in this long
+/// before a crash is sent again (crash campaign, 20 rounds: 15,467 repeats at
+/// 250 ms, 38,642 at 1 s, for the same ingest, which did not change).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Forgets dedup ids older than the window, hourly.
 async fn expire_dedup(store: Arc<dyn Store>, window: Duration, mut stop: shutdown::Shutdown) {
