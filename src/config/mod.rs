@@ -73,12 +73,14 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Bearer token required on `/admin/*` when set.
     pub admin_token: Option<Secret>,
-    /// Directory of the sled database.
+    /// Directory of the embedded store: the write-ahead log, dedup ids and
+    /// the sled index.
     pub data_dir: PathBuf,
     /// Larger bodies are refused with 413.
     pub max_body_bytes: u64,
-    /// Free disk below which webhooks are refused with 503 (sled must never
-    /// fill the disk: it hangs instead of failing).
+    /// Free disk below which webhooks are refused with 503; retries and dead
+    /// letters keep half of it (sled must never meet a full disk: it hangs or
+    /// stays failed).
     pub min_free_bytes: u64,
     /// How long a webhook id is remembered for duplicate detection (≥ 72 h:
     /// Shopify retries for up to 48 h on the classic schedule).
