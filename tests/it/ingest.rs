@@ -62,6 +62,25 @@ async fn answer_table() {
     let (s, b) = send(hook("e2", order(2)).request(&c, &format!("{url}/"))).await;
     assert_eq!((s, b["status"].as_str()), (200, Some("queued")), "{b}");
 
+    // Shopify's unprefixed header spelling is accepted like the X- form,
+    // duplicates included.
+    let unprefixed = || {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("shopify-topic", "orders/create")
+            .header("shopify-hmac-sha256", sign::shopify(SECRET, &order(9)))
+            .header("shopify-shop-domain", "acme.myshopify.com")
+            .header("shopify-event-id", "e-unprefixed")
+            .header("shopify-webhook-id", "wh-e-unprefixed")
+            .header("shopify-triggered-at", "2025-01-01T00:00:00Z")
+            .header("shopify-api-version", "2025-01")
+            .body(order(9))
+    };
+    let (s, b) = send(unprefixed()).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("queued")), "{b}");
+    let (s, b) = send(unprefixed()).await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("duplicate")), "{b}");
+
     // 401: missing, wrong, tampered body.
     let (s, b) = send(
         c.post(&url)
