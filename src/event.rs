@@ -55,7 +55,7 @@ pub(crate) struct Parts {
     /// The `event` of a track; ignored for other calls.
     pub name: Option<String>,
     pub identity: Identity,
-    /// `properties` (track) or `traits` (identify); ignored for delete.
+    /// `properties` (track, and delete when not empty) or `traits` (identify).
     pub body: Map<String, Value>,
     pub timestamp: String,
     pub message_id: String,
@@ -97,7 +97,8 @@ impl Event {
         match parts.call {
             Call::Track => out.insert("properties".into(), Value::Object(parts.body)),
             Call::Identify => out.insert("traits".into(), Value::Object(parts.body)),
-            Call::Delete => None,
+            Call::Delete if parts.body.is_empty() => None,
+            Call::Delete => out.insert("properties".into(), Value::Object(parts.body)),
         };
         out.insert("timestamp".into(), parts.timestamp.into());
         out.insert("messageId".into(), parts.message_id.as_str().into());

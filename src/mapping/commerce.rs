@@ -52,6 +52,11 @@ pub(super) fn identity(
 
 /// order_id … fulfillment_status, products — in MAPPING.md's order. Absent and
 /// null values are omitted rather than sent as null.
+///
+/// A checkout's `order_id` is the checkout's own id (Segment spec v2 names the
+/// checkout's id so, and other Shopify sources send it that way): it stays the
+/// same across Checkout Started, Updated and Abandoned. The order a completed
+/// checkout became, if its payload names one, is `completed_order_id`.
 pub(super) fn order_properties(
     input: &Input<'_>,
     body: &Map<String, Value>,
@@ -66,11 +71,14 @@ pub(super) fn order_properties(
             put_id(&mut out, "checkout_id", id(body, "checkout_id"));
         }
         Kind::Checkout => {
-            put_id(&mut out, "order_id", id(body, "order_id"));
+            put_id(&mut out, "order_id", id(body, "id"));
             put_id(&mut out, "checkout_id", id(body, "id"));
             put_id(&mut out, "checkout_token", text(body, "token"));
+            put_id(&mut out, "completed_order_id", id(body, "order_id"));
         }
     }
+    let customer = customer(input, body)?;
+    put_id(&mut out, "customer_id", customer.and_then(|c| id(c, "id")));
     let total = money(body, "total_price");
     put(&mut out, "total", total.clone());
     if with_value {
@@ -83,7 +91,7 @@ pub(super) fn order_properties(
     put(&mut out, "tax", money(body, "total_tax"));
     put(&mut out, "discount", money(body, "total_discounts"));
     put(&mut out, "coupon", coupon(input, body)?.map(Value::from));
-    put(&mut out, "currency", pass(body, "currency"));
+    put(&mut out, "currency", currency(body));
     let items = objects(input, body, "line_items", "line_items")?;
     put(
         &mut out,
@@ -100,12 +108,40 @@ pub(super) fn order_properties(
     Ok(out)
 }
 
-/// `total_shipping_price_set.shop_money.amount`: the shop-currency shipping.
-fn shipping(body: &Map<String, Value>) -> Option<Value> {
-    body.get("total_shipping_price_set")
+/// `currency`, else `presentment_currency` (the currency the buyer saw).
+pub(super) fn currency(body: &Map<String, Value>) -> Option<Value> {
+    pass(body, "currency").or_else(|| pass(body, "presentment_currency"))
+}
+
+/// `set.shop_money.amount` of a money set such as `total_shipping_price_set`.
+fn shop_amount(map: &Map<String, Value>, set: &str) -> Option<Value> {
+    map.get(set)
         .and_then(|set| set.get("shop_money"))
         .and_then(Value::as_object)
         .and_then(|shop_money| money(shop_money, "amount"))
+}
+
+/// `total_shipping_price_set.shop_money.amount`: the shop-currency shipping; when
+/// absent, the exact sum of `shipping_lines[]` (each line's
+/// `price_set.shop_money.amount`, else its `price`: before discounts, as the total
+/// is). No shipping when a line has no readable price or the lines are not an
+/// array of objects: a partial sum would be a wrong amount.
+fn shipping(body: &Map<String, Value>) -> Option<Value> {
+    shop_amount(body, "total_shipping_price_set").or_else(|| {
+        let lines = body.get("shipping_lines")?.as_array()?;
+        let prices = lines
+            .iter()
+            .map(|line| {
+                let line = line.as_object()?;
+                line.get("price_set")
+                    .and_then(|set| set.get("shop_money"))
+                    .and_then(|m| m.get("amount"))
+                    .filter(|v| !v.is_null())
+                    .or_else(|| line.get("price"))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        number::sum_money(prices.into_iter().map(Some))
+    })
 }
 
 /// Discount codes joined with ","; `None` when there are none.

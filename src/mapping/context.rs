@@ -33,7 +33,8 @@ impl Input<'_> {
 pub(super) enum Draft {
     Identify(Identity, Map<String, Value>),
     Track(Identity, Map<String, Value>),
-    Delete(Identity),
+    /// The map is the delete's `properties`, written only when not empty.
+    Delete(Identity, Map<String, Value>),
 }
 
 impl Draft {
@@ -41,15 +42,33 @@ impl Draft {
         match self {
             Draft::Identify(who, traits) => (Call::Identify, who, traits),
             Draft::Track(who, properties) => (Call::Track, who, properties),
-            Draft::Delete(who) => (Call::Delete, who, Map::new()),
+            Draft::Delete(who, props) => (Call::Delete, who, props),
         }
     }
 }
 
+/// Topics whose payload carries no time of the event itself: app/uninstalled's
+/// payload is the shop record (its `updated_at` may be months old), and the
+/// compliance topics carry none. Their time is Shopify's triggered-at header,
+/// else when we received it. Only topics where a payload time is clearly not the
+/// event's are listed; everywhere else the payload's own time still wins.
+const NO_EVENT_TIME_IN_PAYLOAD: &[&str] = &[
+    "app/uninstalled",
+    "shop/redact",
+    "customers/redact",
+    "customers/data_request",
+];
+
 /// When the event happened: the payload's own time for it (created_at for a
 /// create, cancelled_at for a cancellation, else updated_at), else Shopify's
-/// triggered-at header, else when we received it.
+/// triggered-at header, else when we received it. Topics in
+/// [`NO_EVENT_TIME_IN_PAYLOAD`] skip the payload.
 pub(super) fn timestamp(topic: &str, body: &Map<String, Value>, meta: &WebhookMeta) -> String {
+    let header = || meta.triggered_at.as_deref().and_then(time::normalize);
+    let received = || time::from_unix_ms(meta.received_at_ms);
+    if NO_EVENT_TIME_IN_PAYLOAD.contains(&topic) {
+        return header().unwrap_or_else(received);
+    }
     let field = if topic == "orders/cancelled" {
         "cancelled_at"
     } else if topic.ends_with("/create") {
@@ -60,8 +79,8 @@ pub(super) fn timestamp(topic: &str, body: &Map<String, Value>, meta: &WebhookMe
     body.get(field)
         .and_then(Value::as_str)
         .and_then(time::normalize)
-        .or_else(|| meta.triggered_at.as_deref().and_then(time::normalize))
-        .unwrap_or_else(|| time::from_unix_ms(meta.received_at_ms))
+        .or_else(header)
+        .unwrap_or_else(received)
 }
 
 /// `srl_` + SHA-256 of (source, topic, dedup id, call, index): a redelivered

@@ -20,6 +20,9 @@ pub(super) fn traits(
 ) -> Result<Map<String, Value>, MapError> {
     let mut out = Map::new();
     put(&mut out, "email", email.map(Value::from));
+    // The Shopify customer id under the name order events use, so a destination
+    // joins profiles and orders on one field whatever `user_id` rule keys them.
+    put_id(&mut out, "customer_id", id(customer, "id"));
     put(&mut out, "firstName", pass(customer, "first_name"));
     put(&mut out, "lastName", pass(customer, "last_name"));
     put(&mut out, "phone", pass(customer, "phone"));
@@ -100,8 +103,16 @@ pub(super) fn identify(
 }
 
 /// customers/delete (the customer itself) and customers/redact (the customer
-/// under `customer`): a Segment delete for the user.
+/// under `customer`): a Segment delete for the user. A redact's
+/// `orders_to_redact` (ids as strings) rides along as the delete's `properties`,
+/// so a receiver can erase those orders too; a delete without one has none.
 pub(super) fn delete(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let customer = object(input, body, "customer", "customer")?.unwrap_or(body);
-    Ok(vec![Draft::Delete(who(input, customer))])
+    let mut props = Map::new();
+    put(
+        &mut props,
+        "orders_to_redact",
+        super::shop::ids(body, "orders_to_redact"),
+    );
+    Ok(vec![Draft::Delete(who(input, customer), props)])
 }

@@ -19,6 +19,11 @@ pub(super) fn placed(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
         let billing = object(input, body, "billing_address", "billing_address")?;
         let email = commerce::email(body, Some(customer));
         let mut traits = customers::traits(input, customer, email, billing)?;
+        // The customer snapshot in an order webhook predates the order, so its
+        // orders_count and total_spent are stale (0 on a first order): leave them
+        // to the customers/* identifies, whose record is current.
+        traits.shift_remove("ordersCount");
+        traits.shift_remove("totalSpent");
         // The order being placed or paid is the customer's latest; the customer
         // object in the webhook may still name the previous one.
         put_id(&mut traits, "lastOrderId", id(body, "id"));
@@ -90,7 +95,7 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
     put(
         &mut props,
         "currency",
-        refunds.first().and_then(|t| pass(t, "currency")),
+        refund_currency(&refunds, lines.as_deref(), body),
     );
     put(
         &mut props,
@@ -103,6 +108,30 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
         lines.map(|_| Value::Array(products)),
     );
     Ok(vec![Draft::Track(who, props)])
+}
+
+/// A refund's currency: its refund transactions' `currency` (null on some
+/// payloads), else the refund line items'
+/// `subtotal_set.shop_money.currency_code`, else `presentment_currency`. (The
+/// order's currency through the identity map, the second fallback, needs
+/// the store and is not done yet.)
+fn refund_currency(
+    refunds: &[&&Map<String, Value>],
+    lines: Option<&[&Map<String, Value>]>,
+    body: &Map<String, Value>,
+) -> Option<Value> {
+    refunds
+        .iter()
+        .find_map(|t| pass(t, "currency"))
+        .or_else(|| {
+            lines.unwrap_or_default().iter().find_map(|line| {
+                line.get("subtotal_set")
+                    .and_then(|set| set.get("shop_money"))
+                    .and_then(Value::as_object)
+                    .and_then(|m| pass(m, "currency_code"))
+            })
+        })
+        .or_else(|| pass(body, "presentment_currency"))
 }
 
 /// fulfillments/create and update: shipment details and the shipped lines.

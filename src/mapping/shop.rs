@@ -72,7 +72,7 @@ pub(super) fn data_request(
 }
 
 /// A list of ids as strings; anything that is not an id passes through sanitised.
-fn ids(body: &Map<String, Value>, key: &str) -> Option<Value> {
+pub(super) fn ids(body: &Map<String, Value>, key: &str) -> Option<Value> {
     match body.get(key)? {
         Value::Array(items) => Some(Value::Array(
             items
@@ -88,9 +88,11 @@ fn ids(body: &Map<String, Value>, key: &str) -> Option<Value> {
 }
 
 /// Any other topic: a track named from the topic with the payload as its
-/// properties (sanitised), so nothing a shop subscribes to is dropped. The user
-/// comes from a `customer` object or `customer_id` only: a top-level `email` may
-/// be the merchant's (shop/update).
+/// properties, following the table's rules (see [`tidy`]), so nothing a shop
+/// subscribes to is dropped. The user comes from a `customer` object (its
+/// `email`, else `email_address`) or a top-level `customer_id`, whose email is a
+/// top-level `email_address` (the consent-update topics' shape). A top-level
+/// `email` alone is not used: it may be the merchant's (shop/update).
 pub(super) fn generic(
     input: &Input<'_>,
     body: &Map<String, Value>,
@@ -100,9 +102,15 @@ pub(super) fn generic(
         _ => None,
     };
     let resource = input.topic.split('/').next().unwrap_or_default();
+    let customer_email =
+        |c: &Map<String, Value>| text(c, "email").or_else(|| text(c, "email_address"));
+    let email = match customer {
+        Some(c) => customer_email(c),
+        None => id(body, "customer_id").and_then(|_| text(body, "email_address")),
+    };
     let who = super::identity::resolve(
         input,
-        customer.and_then(|c| text(c, "email")),
+        email,
         customer
             .and_then(|c| id(c, "id"))
             .or_else(|| id(body, "customer_id")),
@@ -112,5 +120,39 @@ pub(super) fn generic(
             (resource, id(body, "id")),
         ],
     );
-    Ok(vec![Draft::Track(who, number::sanitize_map(body))])
+    Ok(vec![Draft::Track(who, number::sanitize_map(&tidy(body)))])
+}
+
+/// The table's rules for a payload passed through whole: object members that are
+/// null are dropped, and a numeric `id`, `*_id` or element of an `*_ids` array
+/// becomes a string of its exact digits (so a warehouse column keeps one type
+/// whatever the id's size), at any depth.
+fn tidy(map: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (key, value) in map {
+        let value = match value {
+            Value::Null => continue,
+            Value::Number(n) if key == "id" || key.ends_with("_id") => Value::String(n.to_string()),
+            Value::Array(items) if key.ends_with("_ids") => Value::Array(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Value::Number(n) => Value::String(n.to_string()),
+                        other => tidy_value(other),
+                    })
+                    .collect(),
+            ),
+            other => tidy_value(other),
+        };
+        out.insert(key.clone(), value);
+    }
+    out
+}
+
+fn tidy_value(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(tidy(map)),
+        Value::Array(items) => Value::Array(items.iter().map(tidy_value).collect()),
+        other => other.clone(),
+    }
 }
