@@ -262,12 +262,7 @@ impl Child_ {
                         self.log.last().join("\n")
                     );
                 }
-                let r = c
-                    .get(&url)
-                    .timeout(std::time::Duration::from_millis(500))
-                    .send()
-                    .await;
-                if r.is_ok_and(|r| r.status() == 200) {
+                if answers_200(&c, &url).await {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -275,6 +270,15 @@ impl Child_ {
         })
         .await
     }
+}
+
+/// Whether `GET url` answers 200 within half a second.
+async fn answers_200(c: &reqwest::Client, url: &str) -> bool {
+    c.get(url)
+        .timeout(std::time::Duration::from_millis(500))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
 }
 
 impl Relay {
@@ -292,12 +296,7 @@ impl Relay {
                     };
                     panic!("the relay ended before opening its store: {ended}");
                 }
-                let r = c
-                    .get(&url)
-                    .timeout(std::time::Duration::from_millis(500))
-                    .send()
-                    .await;
-                if r.is_ok_and(|r| r.status() == 200) {
+                if answers_200(&c, &url).await {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
