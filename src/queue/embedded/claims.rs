@@ -1,16 +1,15 @@
-//! `Store` for the embedded backend: accepts (the log), claims (each lane's
-//! window, then its retries in the index, then new records from the log),
-//! and outcomes, which only ever apply under the lease they were claimed with.
+//! Claims (each lane's window, then its retries in the index, then new
+//! records from the log) and outcomes, which only ever apply under the lease
+//! they were claimed with.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ::sled::{Batch, IVec};
 
-use super::dedup;
 use super::index::{self, Index, Located, dkey, lane_prefix, parse_qtail, qkey, wkey};
 use super::lanes::{Held, Item, LaneLog, MAX_RETRYING, Status, WINDOW_MAX};
-use super::log::{self, Entry, Pos};
+use super::log::{Entry, Pos};
 use super::{EmbeddedStore, Got};
 use crate::queue::*;
 
@@ -306,7 +305,7 @@ impl EmbeddedStore {
 
     /// Writes the outcome of an attempt on retry `id` under its stripe, if
     /// `lease` still holds it; the lease ends once written.
-    fn record_outcome(
+    pub(super) fn record_outcome(
         &self,
         id: DeliveryId,
         lease: u64,
@@ -325,7 +324,7 @@ impl EmbeddedStore {
     }
 
     /// The earliest due retry in the index, or lease end of one in flight.
-    fn next_retry(&self, lane: &str) -> Result<Option<u64>, StoreError> {
+    pub(super) fn next_retry(&self, lane: &str) -> Result<Option<u64>, StoreError> {
         let prefix = lane_prefix(lane);
         let mut earliest: Option<u64> = None;
         for kv in self.index.tree.scan_prefix(&prefix) {
@@ -365,99 +364,9 @@ impl EmbeddedStore {
     }
 }
 
-impl Store for EmbeddedStore {
-    fn accept_batch(
-        &self,
-        items: &[Accept],
-        _now_ms: u64,
-    ) -> Result<Vec<AcceptOutcome>, StoreError> {
-        let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh: HashMap<dedup::Key, WebhookId> = HashMap::new();
-        let mut out = Vec::with_capacity(items.len());
-        let mut records = Vec::new();
-        let mut which = Vec::new();
-        for (i, a) in items.iter().enumerate() {
-            let k = dedup::key(a.webhook.meta());
-            if let Some(w) = fresh.get(&k).copied().or_else(|| commit.dedup.get(k)) {
-                out.push(AcceptOutcome::Duplicate(w));
-                continue;
-            }
-            let seq = commit.next_seq;
-            commit.next_seq += 1;
-            records.push(log::encode(
-                seq,
-                &a.deliveries,
-                a.webhook.meta(),
-                a.webhook.body(),
-            )?);
-            which.push(i);
-            fresh.insert(k, seq);
-            out.push(AcceptOutcome::Queued(seq));
-        }
-        if records.is_empty() {
-            return Ok(out);
-        }
-        // Durable here: one writev, one fdatasync. Until it returns Ok
-        // nothing of the batch exists for anyone (no dedup trace either).
-        let at = self.log.append(&records)?;
-        for (&i, r) in which.iter().zip(&records) {
-            // Received time, as a replay of the record will see it.
-            let meta = items[i].webhook.meta();
-            let id = (dedup::key(meta), r.seq, meta.received_at_ms);
-            commit.dedup.insert(id);
-            commit.unpersisted.push(id);
-        }
-        for ((&i, r), &pos) in which.iter().zip(&records).zip(&at) {
-            for d in &items[i].deliveries {
-                let existing = self.lane(&d.lane);
-                let ll = match existing {
-                    Some(l) => l,
-                    None => self
-                        .lanes
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(d.lane.clone())
-                        .or_insert_with(|| Arc::new(LaneLog::new(pos, 0)))
-                        .clone(),
-                };
-                let mut s = ll.state();
-                s.unread += 1;
-                s.at_end = false;
-            }
-            let entry = Arc::new(Entry {
-                seq: r.seq,
-                lanes: items[i].deliveries.clone(),
-                meta: items[i].webhook.shared_meta(),
-                body: items[i].webhook.body().clone(),
-                dead_slot: None,
-            });
-            let next = Pos {
-                segment: pos.segment,
-                offset: pos.offset + r.len(),
-            };
-            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-            tail.bytes += entry.body.len();
-            tail.entries.push_back((pos, next, entry));
-            while tail.entries.len() > super::TAIL_RECORDS || tail.bytes > super::TAIL_BYTES {
-                if let Some((_, _, e)) = tail.entries.pop_front() {
-                    tail.bytes -= e.body.len();
-                }
-            }
-        }
-        self.published
-            .store(commit.next_seq, std::sync::atomic::Ordering::Release);
-        Ok(out)
-    }
-
-    fn accepted(&self, items: &[Accept]) -> Result<Vec<Option<WebhookId>>, StoreError> {
-        let commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(items
-            .iter()
-            .map(|a| commit.dedup.get(dedup::key(a.webhook.meta())))
-            .collect())
-    }
-
-    fn claim_due(
+impl EmbeddedStore {
+    /// Leases what is due of `lane`; see [`Store::claim_due`].
+    pub(super) fn claim(
         &self,
         lane: &str,
         now_ms: u64,
@@ -519,7 +428,8 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    fn next_due(&self, lane: &str) -> Result<Option<u64>, StoreError> {
+    /// When `lane` next has work; see [`Store::next_due`].
+    pub(super) fn due_at(&self, lane: &str) -> Result<Option<u64>, StoreError> {
         let mut best = self.next_retry(lane)?;
         let paused = self.retrying(lane) >= MAX_RETRYING;
         if let Some(ll) = self.lane(lane) {
@@ -535,7 +445,8 @@ impl Store for EmbeddedStore {
         Ok(best)
     }
 
-    fn update(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+    /// A failed attempt, due again at `rec.due_ms`; see [`Store::update`].
+    pub(super) fn reschedule(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
         self.room_for_index()?;
         let outcome = self.window_outcome(rec, lease, |pos| {
             // Handed over to the index: a retry record, and where the
@@ -566,7 +477,12 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn complete_many(&self, lane: &str, done: &[(DeliveryId, u64)]) -> Result<(), StoreError> {
+    /// Delivered; see [`Store::complete_many`].
+    pub(super) fn complete(
+        &self,
+        lane: &str,
+        done: &[(DeliveryId, u64)],
+    ) -> Result<(), StoreError> {
         let mut retries: Vec<(DeliveryId, u64)> = Vec::new();
         match self.lane(lane) {
             Some(ll) => {
@@ -628,151 +544,6 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
-    fn bury(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
-        self.bury_claimed(rec, lease)
-    }
-
-    fn dead_letters(
-        &self,
-        after: Option<DeliveryId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        self.list_dead(after, limit)
-    }
-
-    fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetter>, StoreError> {
-        self.one_dead(id)
-    }
-
-    fn replay(&self, id: DeliveryId, now_ms: u64) -> Result<Option<String>, StoreError> {
-        self.replay_dead(id, now_ms)
-    }
-
-    fn purge(&self, id: DeliveryId) -> Result<bool, StoreError> {
-        self.purge_dead(id)
-    }
-
-    fn lanes(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = self
-            .lanes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, l)| {
-                let s = l.state();
-                s.unfinished() > 0 || (s.unread > 0 && !s.at_end)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        let mut from = vec![b'q'];
-        while let Some(kv) = self.index.tree.range(from.clone()..vec![b'q' + 1]).next() {
-            let (k, _) = kv.map_err(index::err)?;
-            let Some(sep) = k.iter().position(|&b| b == 0) else {
-                break;
-            };
-            out.push(String::from_utf8_lossy(&k[1..sep]).into_owned());
-            from = k[..sep].to_vec();
-            from.push(1);
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
-    }
-
-    fn stats(&self) -> Result<(BTreeMap<String, LaneStats>, u64), StoreError> {
-        let (retrying, dead) = {
-            let c = self.counts();
-            (c.retrying.clone(), c.dead)
-        };
-        let mut lanes: BTreeMap<String, LaneStats> = BTreeMap::new();
-        for (lane, n) in retrying.into_iter().filter(|(_, n)| *n > 0) {
-            let oldest_due_ms = self.next_retry(&lane)?;
-            lanes.insert(
-                lane,
-                LaneStats {
-                    pending: n as u64,
-                    oldest_due_ms,
-                },
-            );
-        }
-        let all: Vec<(String, Arc<LaneLog>)> = self
-            .lanes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(n, l)| (n.clone(), l.clone()))
-            .collect();
-        for (name, ll) in all {
-            let (pending, oldest, peek) = {
-                let s = ll.state();
-                let oldest = s
-                    .window
-                    .iter()
-                    .find(|i| i.status != Status::Done)
-                    .map(|i| i.pos);
-                (s.unfinished() + s.unread, oldest, s.next)
-            };
-            if pending == 0 {
-                continue;
-            }
-            // The oldest record waiting: read its time (outside every lock).
-            let at = oldest.unwrap_or(peek);
-            let received = match self.read_record(at)? {
-                (Got::Record(e, _), _) => Some(e.meta.received_at_ms),
-                _ => None,
-            };
-            let l = lanes.entry(name).or_default();
-            l.pending += pending;
-            l.oldest_due_ms = match (l.oldest_due_ms, received) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok((lanes, dead.max(0) as u64))
-    }
-
-    fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
-        // One hour of ids at a time, so that ingest (which takes the same
-        // lock) waits for one hour's sweep at most, whatever the backlog.
-        let mut n = 0;
-        let mut from = 0;
-        loop {
-            let step = self
-                .commit
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .dedup
-                .expire_hour(before_ms, from);
-            let Some(step) = step else {
-                return Ok(n);
-            };
-            drop(step.whole);
-            n += step.gone;
-            from = step.hour + 1;
-            if step.empty {
-                self.dedup_files
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .delete(step.hour)?;
-            }
-        }
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.checkpoint().map(|_| ())
-    }
-
-    fn damaged_ranges(&self) -> u64 {
-        EmbeddedStore::damaged_ranges(self)
-    }
-
-    fn free_bytes(&self) -> Option<u64> {
-        let s = rustix::fs::statvfs(&self.dir).ok()?;
-        Some(s.f_bavail.saturating_mul(s.f_frsize))
-    }
-}
-
-impl EmbeddedStore {
     /// A retry or dead letter is written to the index only while half of
     /// `min_free_bytes` is still free (accepts stop at all of it): sled must
     /// never meet a full disk. Refused, the attempt keeps its lease and comes

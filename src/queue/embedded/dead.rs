@@ -102,16 +102,9 @@ impl EmbeddedStore {
         if let Some(done) = outcome {
             return done;
         }
-        self.record_outcome_dead(rec, lease)
-    }
-
-    fn record_outcome_dead(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
+        // A retry, in the index.
         let id = rec.id;
-        let _g = self.stripe(id.webhook);
-        if self.leases().get(&id).is_none_or(|l| l.token != lease) {
-            return Ok(());
-        }
-        if let Some(old) = self.index.get_delivery(id)? {
+        self.record_outcome(id, lease, |old| {
             let mut batch = Batch::default();
             batch.remove(index::qkey(&old.lane, old.due_ms, id));
             Index::put_delivery(&mut batch, rec);
@@ -123,10 +116,8 @@ impl EmbeddedStore {
                     c.lane(&old.lane, -1);
                     c.dead += 1;
                 }
-            })?;
-        }
-        self.leases().remove(&id);
-        Ok(())
+            })
+        })
     }
 
     pub(super) fn list_dead(

@@ -238,3 +238,33 @@ fn load(bytes: &[u8], table: &mut Table) -> usize {
     }
     at
 }
+
+impl super::EmbeddedStore {
+    /// Forgets ids accepted before `before_ms`; see [`crate::queue::Store::expire_dedup`].
+    pub(super) fn expire_dedup_ids(&self, before_ms: u64) -> Result<usize, StoreError> {
+        // One hour of ids at a time, so that ingest (which takes the same
+        // lock) waits for one hour's sweep at most, whatever the backlog.
+        let mut n = 0;
+        let mut from = 0;
+        loop {
+            let step = self
+                .commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dedup
+                .expire_hour(before_ms, from);
+            let Some(step) = step else {
+                return Ok(n);
+            };
+            drop(step.whole);
+            n += step.gone;
+            from = step.hour + 1;
+            if step.empty {
+                self.dedup_files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delete(step.hour)?;
+            }
+        }
+    }
+}

@@ -18,13 +18,18 @@
 //! | `dedup.rs` | dedup ids: in memory, and durable in files beside the log |
 //! | `index.rs` | the sled tables and their keys |
 //! | `lanes.rs` | per-lane cursor and window; leases with owners |
-//! | `checkpoint.rs` | the checkpoint file |
+//! | `checkpoint.rs` | checkpoints: the file, the cut, reclaiming segments |
 //! | `recovery.rs` | opening: layout, broken index, replay, torn tails |
-//! | `claims.rs` | claims and outcomes (`Store` for the delivery side) |
+//! | `accept.rs` | accepts: dedup, ids, one synced append, bookkeeping |
+//! | `claims.rs` | claims and outcomes of lanes, retries in the index |
 //! | `dead.rs` | dead letters, the dead-letter log, replay and purge |
+//! | `counts.rs` | pending per lane and dead letters, without scans |
+//! | `store.rs` | `Store`: which of the above does each primitive |
 
+mod accept;
 mod checkpoint;
 mod claims;
+mod counts;
 mod dead;
 mod dedup;
 mod index;
@@ -32,14 +37,16 @@ pub mod io;
 mod lanes;
 mod log;
 mod recovery;
+mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use self::counts::Counts;
 use self::index::Index;
 use self::io::Fs;
 use self::lanes::LaneLog;
@@ -47,12 +54,6 @@ use self::log::{Entry, Log, Pos};
 
 /// A new segment starts (at a batch boundary) once the active one is this big.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
-
-/// The segment being appended to is retired (and deleted once the
-/// checkpoint is written) when every lane has passed it and it is this big
-/// (or a 64th of the segment size, if less); smaller, it is not worth a new
-/// segment (a directory fsync on the path of the next 200).
-const RETIRE_BYTES: u64 = 1 << 20;
 
 /// Records kept in memory after their commit, so that lanes keeping up read
 /// them without touching the disk.
@@ -108,22 +109,23 @@ struct CommitState {
     unpersisted: Vec<dedup::Entry>,
 }
 
+/// The last records committed, with where each starts and where the next does.
 #[derive(Default)]
 struct TailCache {
     entries: VecDeque<(Pos, Pos, Arc<Entry>)>,
     bytes: usize,
 }
 
-/// Retries per lane and dead letters, kept beside the index.
-#[derive(Default)]
-pub(crate) struct Counts {
-    retrying: HashMap<String, i64>,
-    dead: i64,
-}
-
-impl Counts {
-    fn lane(&mut self, lane: &str, by: i64) {
-        *self.retrying.entry(lane.to_string()).or_insert(0) += by;
+impl TailCache {
+    /// Keeps `entry` (at `at`, followed by `next`), dropping the oldest past the bounds.
+    fn push(&mut self, at: Pos, next: Pos, entry: Arc<Entry>) {
+        self.bytes += entry.body.len();
+        self.entries.push_back((at, next, entry));
+        while self.entries.len() > TAIL_RECORDS || self.bytes > TAIL_BYTES {
+            if let Some((_, _, e)) = self.entries.pop_front() {
+                self.bytes -= e.body.len();
+            }
+        }
     }
 }
 
@@ -229,148 +231,6 @@ impl EmbeddedStore {
     /// Damaged log ranges found so far.
     pub fn damaged_ranges(&self) -> u64 {
         self.damaged.lock().unwrap_or_else(|p| p.into_inner()).len() as u64
-    }
-
-    /// Makes the index durable up to now and records the checkpoint; then
-    /// deletes the segments every lane has passed that nothing points into.
-    fn checkpoint(&self) -> Result<u64, crate::queue::StoreError> {
-        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
-        // A consistent cut: no commit in progress, every lane's state at once.
-        let (cp, min_cursor, ids, retired) = {
-            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            let ids = std::mem::take(&mut commit.unpersisted);
-            let tail = self.log.tail();
-            let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
-            let mut marks = BTreeMap::new();
-            let mut min_cursor = tail;
-            for (name, l) in lanes.iter() {
-                let mut s = l.state();
-                if s.window.is_empty() && (s.unread == 0 || s.next == tail) {
-                    // Nothing left for it: its cursor is the end.
-                    s.next = tail;
-                    s.unread = 0;
-                }
-                let cursor = s.cursor();
-                min_cursor = min_cursor.min(cursor);
-                marks.insert(
-                    name.clone(),
-                    checkpoint::LaneMark {
-                        cursor,
-                        ahead: s.ahead(),
-                    },
-                );
-            }
-            drop(lanes);
-            // Everything delivered, even the segment being appended to: retire
-            // it (the next commit starts a new one), so that a drained queue
-            // frees its disk, which a full disk needs to take webhooks again.
-            let retired = (min_cursor == tail
-                && tail.offset >= (self.log.segment_bytes() / 64).clamp(1, RETIRE_BYTES)
-                && !self.log_pointers_from(tail.segment)?)
-            .then(|| self.log.retire_active())
-            .flatten();
-            (
-                checkpoint::Checkpoint::new(
-                    commit.next_seq,
-                    tail,
-                    marks,
-                    self.generation.load(Ordering::Relaxed) + 1,
-                ),
-                min_cursor,
-                ids,
-                retired,
-            )
-        };
-        // Every record before the cut has its dedup id in the files.
-        if let Err(e) = self
-            .dedup_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&ids)
-        {
-            let mut commit = self.commit.lock().unwrap_or_else(|p| p.into_inner());
-            let newer = std::mem::replace(&mut commit.unpersisted, ids);
-            commit.unpersisted.extend(newer);
-            return Err(e);
-        }
-        // Segments wholly before every cursor whose webhooks nothing in the
-        // index points to (retries, dead letters too large to move). Decided
-        // before the sync, so what made them free is durable before they go.
-        let mut unused: Vec<u64> = retired.into_iter().collect();
-        for (first, end) in self.log.closed() {
-            if end > min_cursor.segment {
-                break;
-            }
-            let mut pointed = false;
-            for kv in self.index.tree.range(index::wkey(first)..index::wkey(end)) {
-                let (_, v) = kv.map_err(index::err)?;
-                if matches!(index::decode_located(&v), Ok(index::Located::Log(_))) {
-                    pointed = true;
-                    break;
-                }
-            }
-            if !pointed {
-                unused.push(first);
-            }
-        }
-        let unused_dead = self.unused_dead_segments()?;
-        self.index.set_generation(cp.index_generation)?;
-        self.index.sync(&self.dir.join("index"))?;
-        checkpoint::write(&*self.fs, &self.dir, &cp).map_err(|e| {
-            crate::queue::StoreError::Backend(format!("writing the checkpoint: {e}"))
-        })?;
-        self.generation
-            .store(cp.index_generation, Ordering::Relaxed);
-        let mut freed = 0;
-        for first in &unused {
-            freed += self.log.delete(*first)?;
-        }
-        if !unused.is_empty() {
-            let _ = self.fs.sync_dir(&self.dir.join("log"));
-        }
-        for first in &unused_dead {
-            freed += self.dead.delete(*first)?;
-        }
-        if !unused_dead.is_empty() {
-            let _ = self.fs.sync_dir(&self.dir.join("dead"));
-        }
-        Ok(freed)
-    }
-
-    /// Whether a retry or dead letter points into log segment `first` or a later one.
-    fn log_pointers_from(&self, first: u64) -> Result<bool, crate::queue::StoreError> {
-        for kv in self
-            .index
-            .tree
-            .range(index::wkey(first)..index::wkey(u64::MAX))
-        {
-            let (_, v) = kv.map_err(index::err)?;
-            if matches!(index::decode_located(&v), Ok(index::Located::Log(_))) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Closed segments of the dead-letter log that no dead letter points
-    /// into any more (all purged, or replayed and delivered).
-    fn unused_dead_segments(&self) -> Result<Vec<u64>, crate::queue::StoreError> {
-        let closed = self.dead.closed();
-        if closed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut used = HashSet::new();
-        for kv in self.index.tree.scan_prefix([b'w']) {
-            let (_, v) = kv.map_err(index::err)?;
-            if let Ok(index::Located::Dead(p)) = index::decode_located(&v) {
-                used.insert(p.segment);
-            }
-        }
-        Ok(closed
-            .into_iter()
-            .map(|(first, _)| first)
-            .filter(|f| !used.contains(f))
-            .collect())
     }
 
     /// Log segments (files, bytes), for tests and stats.

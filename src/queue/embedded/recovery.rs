@@ -17,12 +17,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::counts::Counts;
 use super::dedup;
 use super::index::{self, Index, OpenError};
 use super::io::Fs;
 use super::lanes::LaneLog;
 use super::log::{Log, Pos, Read};
-use super::{CommitState, Counts, EmbeddedStore, TailCache, checkpoint};
+use super::{CommitState, EmbeddedStore, TailCache, checkpoint};
 use crate::queue::StoreError;
 
 use super::io::io_err as io;
