@@ -3,7 +3,7 @@
 //!
 //! Shopify's newer delivery mechanism sends the same headers without the `X-`
 //! prefix (`Shopify-Topic`, `Shopify-Hmac-Sha256`, …); both spellings are accepted
-//! alike (see [`header`]).
+//! alike (see `header` below).
 
 use bytes::Bytes;
 
