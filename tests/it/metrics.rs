@@ -263,5 +263,9 @@ async fn metrics_is_prometheus_text_exposition() {
     );
     let problems = validate(&text);
     assert!(problems.is_empty(), "{problems:#?}\n{text}");
+    assert!(
+        text.lines().any(|l| l == "shoprelay_log_damaged_ranges 0"),
+        "damaged log ranges are exposed: {text}"
+    );
     relay.stop().await;
 }

@@ -427,3 +427,141 @@ fn a_retry_delivered_after_a_restart_is_not_sent_again_from_the_log() {
     assert_eq!(got, ["a", "b"], "each once");
     assert!(deliver_all(&s, "x", 10_000).is_empty());
 }
+
+#[test]
+fn a_lane_with_ten_thousand_retries_reads_no_new_records_until_they_clear() {
+    use super::lanes::MAX_RETRYING;
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let n = MAX_RETRYING as usize;
+    for b in 0..n / 1000 {
+        let batch: Vec<Accept> = (0..1000)
+            .map(|i| accept(&format!("r{b}-{i}"), &["x"]))
+            .collect();
+        s.accept_batch(&batch, 100).unwrap();
+    }
+    s.accept_batch(&[accept("waits", &["x"])], 100).unwrap();
+    // The destination is down: every attempt fails, due again at 5000.
+    let mut failed_n = 0;
+    while failed_n < n {
+        let c = s.claim_due("x", 100, 1000, 500).unwrap();
+        assert!(!c.is_empty(), "{failed_n} failed so far");
+        for c in &c {
+            s.update(&failed(c, 5000), c.lease).unwrap();
+        }
+        failed_n += c.len();
+    }
+    // The next record waits in the log: not claimed, not counted as due.
+    assert!(s.claim_due("x", 200, 1000, 10).unwrap().is_empty());
+    assert_eq!(s.next_due("x").unwrap(), Some(5000));
+    assert_eq!(s.stats().unwrap().0["x"].pending, n as u64 + 1);
+    // One retry clears: the lane reads on.
+    let r = s.claim_due("x", 5000, 9000, 1).unwrap();
+    s.complete_many("x", &[(r[0].record.id, r[0].lease)])
+        .unwrap();
+    let next = s.claim_due("x", 5000, 9000, 10_000).unwrap();
+    assert!(
+        next.iter().any(|c| c.webhook.meta().dedup_id == "waits"),
+        "the waiting record is read once a retry clears"
+    );
+}
+
+#[test]
+fn a_dead_letter_keeps_its_log_segment_while_the_disk_is_short_and_its_own_segment_goes_with_it() {
+    let fs = SimFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_sim(&fs, dir.path(), 256);
+    let (log, dead_dir) = (dir.path().join("log"), dir.path().join("dead"));
+    for i in 0..6 {
+        s.accept_batch(&[accept(&format!("w{i}"), &["x"])], 100)
+            .unwrap();
+    }
+    // Free space above half the reserve (index writes go on) but below what
+    // moving a body needs: the dead letter points into the log instead.
+    let free = s.free_bytes().unwrap();
+    s.keep_free(free / 2 * 3);
+    let short = s.claim_due("x", 100, 1000, 1).unwrap().remove(0);
+    s.bury(&dead(&short.record, 200, "HTTP 400"), short.lease)
+        .unwrap();
+    s.keep_free(0);
+    let c = s.claim_due("x", 100, 1000, 1).unwrap().remove(0);
+    s.bury(&dead(&c.record, 200, "HTTP 400"), c.lease).unwrap();
+    deliver_all(&s, "x", 100);
+    s.flush().unwrap();
+    assert_eq!(
+        fs.names(&log),
+        [format!("{:020}.log", short.record.id.webhook)],
+        "the first dead letter's segment stays"
+    );
+    assert!(
+        s.dead_letter(short.record.id)
+            .unwrap()
+            .unwrap()
+            .webhook
+            .is_some()
+    );
+    // Purged, its segment goes too; the other dead letter's body is in dead/.
+    assert!(s.purge(short.record.id).unwrap());
+    s.flush().unwrap();
+    assert!(fs.names(&log).is_empty(), "{:?}", fs.names(&log));
+    assert_eq!(fs.names(&dead_dir).len(), 1);
+    let d = s.dead_letter(c.record.id).unwrap().unwrap();
+    assert_eq!(d.webhook.unwrap().meta().dedup_id, "w1");
+    // Dead letters filling more than one dead-letter segment: once every one
+    // in a segment is purged, that segment goes.
+    let mut buried = Vec::new();
+    for i in 0..4 {
+        s.accept_batch(&[accept(&format!("d{i}"), &["x"])], 100)
+            .unwrap();
+        let c = s.claim_due("x", 100, 1000, 1).unwrap().remove(0);
+        s.bury(&dead(&c.record, 200, "HTTP 400"), c.lease).unwrap();
+        buried.push(c.record.id);
+    }
+    let made = fs.names(&dead_dir).len();
+    assert!(made >= 3, "{made} dead-letter segments");
+    assert!(s.purge(c.record.id).unwrap());
+    for id in &buried {
+        assert!(s.purge(*id).unwrap());
+    }
+    s.flush().unwrap();
+    assert_eq!(
+        fs.names(&dead_dir).len(),
+        1,
+        "only the one being appended to"
+    );
+}
+
+/// What the README says of a rebuilt index: dead letters come back from the
+/// dead-letter log, with a reason saying so, and one purged since comes back
+/// too (the dead-letter log keeps no record of purges).
+#[test]
+fn a_rebuilt_index_recreates_dead_letters_even_a_purged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.accept_batch(&[accept("kept", &["x"]), accept("purged", &["x"])], 100)
+            .unwrap();
+        for c in s.claim_due("x", 100, 1000, 10).unwrap() {
+            s.bury(&dead(&c.record, 200, "HTTP 400"), c.lease).unwrap();
+        }
+        let purged = s.dead_letters(None, 10).unwrap()[1].record.id;
+        assert!(s.purge(purged).unwrap());
+        s.flush().unwrap();
+    }
+    std::fs::write(dir.path().join("index").join("db"), b"\xffnot sled").unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let dl = s.dead_letters(None, 10).unwrap();
+    let mut names: Vec<String> = dl
+        .iter()
+        .map(|d| d.webhook.as_ref().unwrap().meta().dedup_id.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept", "purged"]);
+    let DeliveryState::Dead { reason, .. } = &dl[0].record.state else {
+        panic!("not dead")
+    };
+    assert!(
+        reason.starts_with("rebuilt from the dead-letter log"),
+        "{reason}"
+    );
+}
