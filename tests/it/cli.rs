@@ -229,7 +229,10 @@ async fn unreachable_admin_api_and_bad_arguments() {
 
 #[tokio::test]
 async fn a_second_relay_on_the_same_data_dir_says_so_and_exits() {
-    let relay = Relay::start(Opts::default()).await;
+    let mut relay = Relay::start(Opts::default()).await;
+    // The first relay holds the data_dir only once its store is open (the
+    // second one won that race once under load, and kept running).
+    relay.wait_open().await;
     let cfg = relay.dir.path().join("second.toml");
     std::fs::write(
         &cfg,

@@ -6,9 +6,11 @@
 //!                  ├──► lanes read new records in order, a cursor each (lanes.rs)
 //!                  │       2xx: the cursor moves on; nothing is written
 //!                  │       failure: a retry record (due time) in the index
-//!                  └──► index (sled): dedup keys, retries, dead letters (index.rs),
-//!                       made durable by checkpoints (sync + checkpoint file);
-//!                       start-up replays the log after the checkpoint (recovery.rs)
+//!                  ├──► dedup ids: in memory, appended to dedup/ by each checkpoint
+//!                  └──► index (sled): retries, dead letters (index.rs; their webhooks
+//!                       in the dead-letter log, dead.rs), made durable by checkpoints
+//!                       (sync + checkpoint file); start-up replays the log after the
+//!                       checkpoint (recovery.rs)
 //! ```
 //!
 //! | file | concern |

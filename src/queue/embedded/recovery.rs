@@ -4,11 +4,13 @@
 //! ```text
 //! data_dir/
 //!   log/00000000000000000001.log   the write-ahead log (the queue)
-//!   index/                         sled: dedup keys, retries, dead letters
+//!   dead/00000000000000000042.log  dead letters' webhooks (same record format)
+//!   dedup/00000000000000000481.dedup   dedup ids, one file per hour
+//!   index/                         sled: retries, dead letters
 //!   checkpoint                     how far the index is durable; lane cursors
 //! ```
 //!
-//! Replay is idempotent: dedup entries are rewritten with the same values,
+//! Replay is idempotent: dedup ids are inserted again with the same values,
 //! and lanes start from their checkpointed cursors, so a record is never
 //! queued twice by a replay, only possibly sent again (same messageId).
 
