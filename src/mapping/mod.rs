@@ -23,6 +23,7 @@ mod context;
 mod customers;
 mod fields;
 mod identity;
+mod known;
 mod number;
 mod orders;
 mod shop;
@@ -34,6 +35,7 @@ use crate::config::{MappingConfig, Naming};
 use crate::event::{Call, Event, Parts};
 use crate::sources::Webhook;
 use context::{Draft, Input};
+pub use known::{Erase, IdKind, Known, Learned, Nothing};
 
 /// Why an authentic webhook cannot be mapped; the caller dead-letters it with this
 /// text. Messages name the topic and field, never payload values or secrets.

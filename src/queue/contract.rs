@@ -27,7 +27,11 @@ macro_rules! store_contract {
             an_outcome_after_the_lease_ended_changes_nothing,
             complete_many_is_complete_for_each,
             counts_follow_every_operation,
-            lanes_with_work_are_listed
+            lanes_with_work_are_listed,
+            identity_entries_are_kept_per_scope_and_kind,
+            identity_erase_and_expire,
+            identity_apply_erases_a_customer_and_its_orders,
+            identity_survives_reopen
         );
     };
     (@each $open:expr; $($name:ident),*) => {
@@ -452,4 +456,195 @@ pub fn lanes_with_work_are_listed(open: &Open) {
     s.complete_many("y", &[(y[0].record.id, y[0].lease)])
         .unwrap();
     assert_eq!(s.lanes().unwrap(), ["x", "x-y"]);
+}
+
+use crate::mapping::{Erase, IdKind, Learned};
+
+fn put(s: &dyn Store, scope: &str, kind: IdKind, key: &str, value: &str, now: u64) {
+    s.identity_put(scope, &[(kind, key.into(), value.into())], now)
+        .unwrap();
+}
+
+pub fn identity_entries_are_kept_per_scope_and_kind(open: &Open) {
+    let (_d, s) = fresh(open);
+    let s = s.as_ref();
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Customer, "1").unwrap(),
+        None
+    );
+    put(s, "a.shop", IdKind::Customer, "1", "ann@example.com", 100);
+    put(s, "a.shop", IdKind::Order, "1", "{}", 100);
+    put(s, "b.shop", IdKind::Customer, "1", "bob@example.com", 100);
+    let get = |scope, kind, key| s.identity_get(scope, kind, key).unwrap();
+    assert_eq!(
+        get("a.shop", IdKind::Customer, "1").as_deref(),
+        Some("ann@example.com")
+    );
+    assert_eq!(
+        get("b.shop", IdKind::Customer, "1").as_deref(),
+        Some("bob@example.com")
+    );
+    assert_eq!(get("a.shop", IdKind::Order, "1").as_deref(), Some("{}"));
+    assert_eq!(get("a.shop", IdKind::Token, "1"), None);
+    // A scope that is a prefix of another is its own scope.
+    assert_eq!(get("a.sho", IdKind::Customer, "1"), None);
+    // Overwrite.
+    put(s, "a.shop", IdKind::Customer, "1", "ann@new.example", 200);
+    assert_eq!(
+        get("a.shop", IdKind::Customer, "1").as_deref(),
+        Some("ann@new.example")
+    );
+
+    for o in ["7/3", "7/1", "70/9", "7/2"] {
+        put(s, "a.shop", IdKind::OrderOf, o, "", 100);
+    }
+    let scan = s
+        .identity_scan("a.shop", IdKind::OrderOf, "7/", 10)
+        .unwrap();
+    let keys: Vec<_> = scan.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["7/1", "7/2", "7/3"], "in key order, prefix only");
+    assert_eq!(
+        s.identity_scan("a.shop", IdKind::OrderOf, "7/", 2)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        s.identity_scan("b.shop", IdKind::OrderOf, "", 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub fn identity_erase_and_expire(open: &Open) {
+    let (_d, s) = fresh(open);
+    let s = s.as_ref();
+    put(s, "a.shop", IdKind::Customer, "1", "ann@example.com", 100);
+    put(s, "a.shop", IdKind::Token, "cart:x", "anon", 100);
+    put(s, "a.shop", IdKind::Order, "5", "{}", 300);
+    put(s, "b.shop", IdKind::Customer, "1", "bob@example.com", 100);
+    s.identity_delete(
+        "a.shop",
+        &[
+            (IdKind::Token, "cart:x".into()),
+            (IdKind::Token, "none".into()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Token, "cart:x").unwrap(),
+        None
+    );
+
+    assert_eq!(
+        s.identity_expire(200).unwrap(),
+        2,
+        "a.shop's customer and b.shop's"
+    );
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Customer, "1").unwrap(),
+        None
+    );
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Order, "5")
+            .unwrap()
+            .as_deref(),
+        Some("{}")
+    );
+
+    put(s, "b.shop", IdKind::Customer, "1", "bob@example.com", 400);
+    assert_eq!(s.identity_erase_scope("a.shop").unwrap(), 1);
+    assert_eq!(s.identity_get("a.shop", IdKind::Order, "5").unwrap(), None);
+    assert!(
+        s.identity_get("b.shop", IdKind::Customer, "1")
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub fn identity_apply_erases_a_customer_and_its_orders(open: &Open) {
+    let (_d, s) = fresh(open);
+    let s = s.as_ref();
+    let learned = Learned {
+        scope: "a.shop".into(),
+        put: vec![
+            (IdKind::Customer, "7".into(), "ann@example.com".into()),
+            (IdKind::Order, "1".into(), "{}".into()),
+            (IdKind::OrderOf, "7/1".into(), String::new()),
+            (IdKind::Order, "2".into(), "{}".into()),
+            (IdKind::OrderOf, "7/2".into(), String::new()),
+            (IdKind::Order, "3".into(), "{}".into()),
+        ],
+        ..Learned::default()
+    };
+    identity::apply(s, &learned, 100).unwrap();
+    let erase = Learned {
+        scope: "a.shop".into(),
+        erase: Some(Erase {
+            customer: "7".into(),
+            orders: vec!["2".into(), "9".into()],
+        }),
+        ..Learned::default()
+    };
+    identity::apply(s, &erase, 200).unwrap();
+    identity::apply(s, &erase, 200).unwrap();
+    let get = |kind, key| s.identity_get("a.shop", kind, key).unwrap();
+    assert_eq!(get(IdKind::Customer, "7"), None);
+    assert_eq!(get(IdKind::Order, "1"), None, "found through OrderOf");
+    assert_eq!(get(IdKind::Order, "2"), None, "listed");
+    assert_eq!(
+        get(IdKind::Order, "3").as_deref(),
+        Some("{}"),
+        "another customer's"
+    );
+    assert!(
+        s.identity_scan("a.shop", IdKind::OrderOf, "7/", 10)
+            .unwrap()
+            .is_empty()
+    );
+    for erased in ["customer:7", "order:1", "order:2", "order:9"] {
+        assert!(get(IdKind::Erased, erased).is_some(), "{erased}");
+    }
+    assert!(get(IdKind::Erased, "order:3").is_none());
+
+    identity::apply(
+        s,
+        &Learned {
+            scope: "a.shop".into(),
+            erase_scope: true,
+            ..Learned::default()
+        },
+        300,
+    )
+    .unwrap();
+    for kind in IdKind::ALL {
+        assert!(
+            s.identity_scan("a.shop", kind, "", 10).unwrap().is_empty(),
+            "{kind:?}"
+        );
+    }
+}
+
+pub fn identity_survives_reopen(open: &Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    {
+        let s = open(&path);
+        put(
+            s.as_ref(),
+            "a.shop",
+            IdKind::Customer,
+            "1",
+            "ann@example.com",
+            100,
+        );
+        s.flush().unwrap();
+    }
+    let s = open(&path);
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Customer, "1")
+            .unwrap()
+            .as_deref(),
+        Some("ann@example.com")
+    );
 }

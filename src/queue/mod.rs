@@ -11,10 +11,12 @@ pub mod commit;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod embedded;
+pub mod identity;
 mod record;
 
 use std::fmt;
 
+use crate::mapping::IdKind;
 use crate::sources::Webhook;
 
 pub use record::{DeliveryRecord, DeliveryState};
@@ -206,6 +208,43 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything written so far durable (a checkpoint), and frees
     /// what nothing needs any more. Called periodically and at shutdown.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// The identity map (MAPPING.md → Identity; policy in [`identity`]): the
+    /// entry of `kind` at `key` in `scope`.
+    fn identity_get(
+        &self,
+        scope: &str,
+        kind: IdKind,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Entries of `kind` in `scope` whose key starts with `prefix`, in key
+    /// order, at most `limit`.
+    fn identity_scan(
+        &self,
+        scope: &str,
+        kind: IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Writes entries (kind, key, value) of `scope`, seen at `now_ms`. A backend
+    /// may skip rewriting an unchanged entry seen less than a day ago.
+    fn identity_put(
+        &self,
+        scope: &str,
+        entries: &[(IdKind, String, String)],
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes entries of `scope`; absent ones are no error.
+    fn identity_delete(&self, scope: &str, keys: &[(IdKind, String)]) -> Result<(), StoreError>;
+
+    /// Deletes every entry of `scope`; returns how many.
+    fn identity_erase_scope(&self, scope: &str) -> Result<u64, StoreError>;
+
+    /// Deletes entries last seen before `before_ms`; returns how many.
+    fn identity_expire(&self, before_ms: u64) -> Result<usize, StoreError>;
 
     /// Damaged ranges of stored data found and skipped so far.
     fn damaged_ranges(&self) -> u64 {

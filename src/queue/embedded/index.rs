@@ -10,6 +10,7 @@
 //! | `q` | lane 0 due ms, webhook id, slot | — (due index of retries) |
 //! | `x` | webhook id, slot | — (dead-letter index) |
 //! | `w` | webhook id | where the webhook is: its record in the log or the dead-letter log |
+//! | `i` | scope, kind, key | the identity map: last seen ms, value (`identity.rs`) |
 //! | `!generation` | — | the last checkpoint's generation: an index older than the checkpoint file (lost or replaced files) is rebuilt |
 //!
 //! A delivery that succeeds on its first attempt writes nothing here: only a

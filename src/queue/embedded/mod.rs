@@ -25,6 +25,7 @@
 //! | `accept.rs` | accepts: dedup, ids, one synced append, bookkeeping |
 //! | `claims.rs` | claims and outcomes of lanes, retries in the index |
 //! | `dead.rs` | dead letters, the dead-letter log, replay and purge |
+//! | `identity.rs` | the identity map's entries (prefix `i` of the index) |
 //! | `counts.rs` | pending per lane and dead letters, without scans |
 //! | `store.rs` | `Store`: which of the above does each primitive |
 
@@ -34,6 +35,7 @@ mod claims;
 mod counts;
 mod dead;
 mod dedup;
+mod identity;
 mod index;
 pub mod io;
 mod lanes;
