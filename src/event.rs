@@ -47,6 +47,9 @@ pub(crate) enum Identity {
     User(String),
     /// No customer: a stable hash, so one cart or order always maps to one id.
     Anonymous(String),
+    /// A known customer whose cart or checkout was anonymous before (userId,
+    /// anonymousId): the call joins the two profiles.
+    Linked(String, String),
 }
 
 /// Everything an event is made of, in the order the JSON is written.
@@ -93,6 +96,10 @@ impl Event {
         match parts.identity {
             Identity::User(id) => out.insert("userId".into(), id.into()),
             Identity::Anonymous(id) => out.insert("anonymousId".into(), id.into()),
+            Identity::Linked(user, anonymous) => {
+                out.insert("userId".into(), user.into());
+                out.insert("anonymousId".into(), anonymous.into())
+            }
         };
         match parts.call {
             Call::Track => out.insert("properties".into(), Value::Object(parts.body)),

@@ -180,6 +180,7 @@ pub async fn run(
     let expiry = tokio::spawn(expire_dedup(
         store.clone(),
         cfg.server.dedup_window,
+        cfg.mapping.identity_retention,
         stop.clone(),
     ));
     let checkpoints = tokio::spawn(checkpoints(store.clone(), stop.clone()));
@@ -247,14 +248,28 @@ async fn checkpoints(store: Arc<dyn Store>, mut stop: shutdown::Shutdown) {
 /// 250 ms, 38,642 at 1 s, for the same ingest, which did not change).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// Forgets dedup ids older than the window, hourly.
-async fn expire_dedup(store: Arc<dyn Store>, window: Duration, mut stop: shutdown::Shutdown) {
+/// Forgets dedup ids older than the window and identity-map entries not seen
+/// within their retention, hourly.
+async fn expire_dedup(
+    store: Arc<dyn Store>,
+    window: Duration,
+    retention: Duration,
+    mut stop: shutdown::Shutdown,
+) {
     loop {
         let s = store.clone();
-        let before = timefmt::now_ms().saturating_sub(window.as_millis() as u64);
+        let now = timefmt::now_ms();
+        let before = now.saturating_sub(window.as_millis() as u64);
         match tokio::task::spawn_blocking(move || s.expire_dedup(before)).await {
             Ok(Ok(n)) if n > 0 => tracing::info!(count = n, "expired dedup ids"),
             Ok(Err(e)) => tracing::warn!(error = %e, "dedup expiry failed; will retry"),
+            _ => {}
+        }
+        let s = store.clone();
+        let before = now.saturating_sub(retention.as_millis() as u64);
+        match tokio::task::spawn_blocking(move || s.identity_expire(before)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(count = n, "expired identity-map entries"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "identity-map expiry failed; will retry"),
             _ => {}
         }
         tokio::select! {

@@ -194,6 +194,19 @@ fn mapping(root: &Reader<'_>) -> Option<MappingConfig> {
     if let Some(b) = r.bool("identify_on_orders") {
         cfg.identify_on_orders = b;
     }
+    if r.string("identity_retention").is_some() {
+        match r.parsed("identity_retention", parse_duration) {
+            Some(d) if d >= super::mapping::MIN_IDENTITY_RETENTION => cfg.identity_retention = d,
+            Some(_) => {
+                r.problem(
+                    "identity_retention",
+                    "must be at least 2d (an order's refunds and fulfillments come days after it)",
+                );
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
     if let Some(events) = r.string_map("events") {
         for (topic, name) in events {
             if name.trim().is_empty() {

@@ -42,6 +42,21 @@ pub struct MappingConfig {
     /// Whether order topics also emit an `identify` for the ordering customer.
     #[serde(default = "yes")]
     pub identify_on_orders: bool,
+    /// How long the identity map keeps an entry after it was last seen.
+    #[serde(skip, default = "default_identity_retention")]
+    pub identity_retention: std::time::Duration,
+}
+
+/// A year: an order's refunds, fulfillments and disputes come within months
+/// of it, and a customer who orders once a year keeps one profile.
+pub const DEFAULT_IDENTITY_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(365 * 86_400);
+
+/// The shortest retention `check` accepts: Shopify's whole retry window.
+pub const MIN_IDENTITY_RETENTION: std::time::Duration = std::time::Duration::from_secs(2 * 86_400);
+
+fn default_identity_retention() -> std::time::Duration {
+    DEFAULT_IDENTITY_RETENTION
 }
 
 fn yes() -> bool {
@@ -55,6 +70,7 @@ impl Default for MappingConfig {
             events: BTreeMap::new(),
             user_id: UserIdRule::default(),
             identify_on_orders: true,
+            identity_retention: DEFAULT_IDENTITY_RETENTION,
         }
     }
 }

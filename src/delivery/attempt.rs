@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{MappingConfig, RetryConfig};
-use crate::queue::{DeliveryRecord, DeliveryState, WebhookId};
+use crate::queue::identity::StoreKnown;
+use crate::queue::{DeliveryRecord, DeliveryState, Store, StoreError, WebhookId};
 use crate::sources::Webhook;
 
+use super::blocking::blocking;
 use super::classify::{Failure, Outcome};
 use super::destination::Destination;
 use super::format::event_passes_filter;
@@ -43,7 +45,10 @@ pub struct Context {
     /// Destinations by name.
     pub destinations: HashMap<String, Arc<Destination>>,
     /// How webhooks become events.
-    pub mapping: MappingConfig,
+    pub mapping: Arc<MappingConfig>,
+    /// Where the identity map lives (MAPPING.md → Identity); `None` maps
+    /// knowing nothing of earlier webhooks.
+    pub identity: Option<Arc<dyn Store>>,
     /// The retry window.
     pub retry: RetryConfig,
     /// Wall clock, ms.
@@ -64,10 +69,12 @@ struct MappedEvent {
 type Mapped = Arc<Result<Vec<MappedEvent>, String>>;
 
 /// Recently mapped webhooks by id. Mapping is a pure function of the stored
-/// webhook (never changed after accept) and the mapping config (fixed for the
-/// life of the process), so a hit gives exactly what mapping again would; it
-/// saves a JSON parse of the body for every destination after the first,
-/// which was a quarter of the relay's CPU in a five-way fan-out.
+/// webhook (never changed after accept), the mapping config (fixed for the
+/// life of the process) and the identity map; a hit gives what the first lane
+/// to map the webhook got, so the lanes of one fan-out send the same identity
+/// even when a later webhook changed the map in between. It saves a JSON parse
+/// of the body for every destination after the first, which was a quarter of
+/// the relay's CPU in a five-way fan-out.
 #[derive(Default)]
 pub struct MappedCache {
     entries: std::sync::Mutex<(
@@ -79,26 +86,72 @@ pub struct MappedCache {
 /// Webhooks kept; fan-out lanes work the same webhooks at about the same time.
 const MAPPED_CACHE: usize = 1024;
 
+/// Maps `webhook`, reading the identity map of its scope in `store` (if any)
+/// and writing what it teaches. A storage error is returned, not mapped
+/// around: a mapping made without the map would send the wrong identity.
+fn map_and_learn(
+    webhook: &Webhook,
+    cfg: &MappingConfig,
+    store: Option<&dyn Store>,
+    now_ms: u64,
+) -> Result<Result<Vec<MappedEvent>, String>, StoreError> {
+    let mapped = match store {
+        None => crate::mapping::map(webhook, cfg),
+        Some(store) => {
+            let known = StoreKnown::new(store, crate::mapping::scope(webhook.meta()));
+            let result = crate::mapping::map_known(webhook, cfg, &known);
+            if let Some(e) = known.into_error() {
+                return Err(e);
+            }
+            match result {
+                Ok((events, learned)) => {
+                    if !learned.is_empty() {
+                        crate::queue::identity::apply(store, &learned, now_ms)?;
+                    }
+                    Ok(events)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    Ok(mapped
+        .map(|events| {
+            events
+                .into_iter()
+                .map(|e| MappedEvent {
+                    call: e.call(),
+                    name: e.name().map(str::to_string),
+                    json: e.to_json(),
+                })
+                .collect()
+        })
+        .map_err(|e| e.to_string()))
+}
+
 impl MappedCache {
-    fn get_or_map(&self, id: WebhookId, webhook: &Webhook, cfg: &MappingConfig) -> Mapped {
+    async fn get_or_map(
+        &self,
+        id: WebhookId,
+        webhook: &Webhook,
+        ctx: &Context,
+    ) -> Result<Mapped, StoreError> {
         let lock = || self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = lock().0.get(&id) {
-            return m.clone();
+            return Ok(m.clone());
         }
-        let mapped: Mapped = Arc::new(
-            crate::mapping::map(webhook, cfg)
-                .map(|events| {
-                    events
-                        .into_iter()
-                        .map(|e| MappedEvent {
-                            call: e.call(),
-                            name: e.name().map(str::to_string),
-                            json: e.to_json(),
-                        })
-                        .collect()
-                })
-                .map_err(|e| e.to_string()),
-        );
+        let now = (ctx.clock)();
+        let mapped = match &ctx.identity {
+            None => map_and_learn(webhook, &ctx.mapping, None, now)?,
+            Some(store) => {
+                // The map is read and written through the store: off the
+                // async workers, like every other store call of a lane.
+                let (store, cfg, hook) = (store.clone(), ctx.mapping.clone(), webhook.clone());
+                blocking(move || map_and_learn(&hook, &cfg, Some(store.as_ref()), now))
+                    .await
+                    .ok_or_else(|| StoreError::Backend("mapping panicked".into()))??
+            }
+        };
+        let mapped: Mapped = Arc::new(mapped);
         let mut guard = lock();
         let (map, order) = &mut *guard;
         if map.insert(id, mapped.clone()).is_none() {
@@ -109,7 +162,7 @@ impl MappedCache {
                 }
             }
         }
-        mapped
+        Ok(mapped)
     }
 }
 
@@ -130,11 +183,64 @@ fn bury_ours(rec: DeliveryRecord, now: u64, reason: String) -> Decision {
     bury(rec, now, reason.clone(), reason)
 }
 
+/// The identity map could not be read or written: the attempt is retried on
+/// the usual schedule, like a destination that did not answer.
+fn unmapped(ctx: &Context, rec: DeliveryRecord, started: u64, e: StoreError) -> Decision {
+    let failure = Failure::no_answer(format!("identity map unavailable: {e}"));
+    failed(ctx, rec, started, started, failure, None, true)
+}
+
+/// An attempt that started at `started` failed with `failure` at `now`: the
+/// next attempt's due time, or the dead letters when `retryable` is false or
+/// the retry window is over.
+fn failed(
+    ctx: &Context,
+    mut rec: DeliveryRecord,
+    started: u64,
+    now: u64,
+    failure: Failure,
+    retry_after: Option<Duration>,
+    retryable: bool,
+) -> Decision {
+    rec.attempts = rec.attempts.saturating_add(1);
+    let first = *rec.first_attempt_at_ms.get_or_insert(started);
+    let reason = failure.reason();
+    rec.last_error = Some(reason.clone());
+    rec.last_status = failure.status;
+    if !retryable {
+        return bury(rec, now, reason, failure.summary);
+    }
+    match next_step(
+        now,
+        first,
+        rec.attempts,
+        retry_after,
+        &ctx.retry,
+        rand::random::<f64>(),
+    ) {
+        Step::RetryAt(due) => {
+            rec.due_ms = due;
+            Decision::Retry {
+                record: rec,
+                summary: failure.summary,
+            }
+        }
+        Step::GiveUp => {
+            let summary = give_up_reason(rec.attempts, &ctx.retry, &failure.summary);
+            let reason = give_up_reason(rec.attempts, &ctx.retry, &reason);
+            bury(rec, now, reason, summary)
+        }
+    }
+}
+
 /// Runs one attempt of `rec` (fan-out: one target; first-success: each target
 /// in order until one takes everything).
 pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) -> Decision {
     let started = (ctx.clock)();
-    let mapped = ctx.mapped.get_or_map(rec.id.webhook, webhook, &ctx.mapping);
+    let mapped = match ctx.mapped.get_or_map(rec.id.webhook, webhook, ctx).await {
+        Ok(mapped) => mapped,
+        Err(e) => return unmapped(ctx, rec, started, e),
+    };
     let events = match mapped.as_ref() {
         Ok(e) => e,
         Err(e) => return bury_ours(rec, started, format!("cannot map the webhook: {e}")),
@@ -194,37 +300,16 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
             Outcome::Fail(failure) => (failure, None),
         });
     }
-    let now = (ctx.clock)();
-    rec.attempts = rec.attempts.saturating_add(1);
-    let first = *rec.first_attempt_at_ms.get_or_insert(started);
     let Some((failure, retry_after)) = last else {
         return Decision::Done;
     };
-    let reason = failure.reason();
-    rec.last_error = Some(reason.clone());
-    rec.last_status = failure.status;
-    if !any_retryable {
-        return bury(rec, now, reason, failure.summary);
-    }
-    match next_step(
-        now,
-        first,
-        rec.attempts,
+    failed(
+        ctx,
+        rec,
+        started,
+        (ctx.clock)(),
+        failure,
         retry_after,
-        &ctx.retry,
-        rand::random::<f64>(),
-    ) {
-        Step::RetryAt(due) => {
-            rec.due_ms = due;
-            Decision::Retry {
-                record: rec,
-                summary: failure.summary,
-            }
-        }
-        Step::GiveUp => {
-            let summary = give_up_reason(rec.attempts, &ctx.retry, &failure.summary);
-            let reason = give_up_reason(rec.attempts, &ctx.retry, &reason);
-            bury(rec, now, reason, summary)
-        }
-    }
+        any_retryable,
+    )
 }

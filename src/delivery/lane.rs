@@ -69,7 +69,8 @@ impl Engine {
         }
         let ctx = Arc::new(Context {
             destinations,
-            mapping: cfg.mapping.clone(),
+            mapping: Arc::new(cfg.mapping.clone()),
+            identity: Some(store.clone()),
             retry: cfg.retry,
             clock,
             mapped: Default::default(),

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::MapError;
 use super::context::{Draft, Input};
 use super::fields::{id, money, objects, pass, put, put_id};
+use super::identity::{Subject, resolve};
 
 /// products/create, update, delete (a delete carries only the id).
 pub(super) fn product(
@@ -13,7 +14,13 @@ pub(super) fn product(
     body: &Map<String, Value>,
 ) -> Result<Vec<Draft>, MapError> {
     let product_id = id(body, "id");
-    let who = super::identity::resolve(input, None, None, &[("product", product_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            tokens: &[("product", product_id.clone())],
+            ..Subject::default()
+        },
+    );
     let variants = objects(input, body, "variants", "variants")?;
     let first = variants.as_ref().and_then(|v| v.first().copied());
     let mut props = Map::new();
@@ -65,7 +72,13 @@ pub(super) fn collection(
     body: &Map<String, Value>,
 ) -> Result<Vec<Draft>, MapError> {
     let collection_id = id(body, "id");
-    let who = super::identity::resolve(input, None, None, &[("collection", collection_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            tokens: &[("collection", collection_id.clone())],
+            ..Subject::default()
+        },
+    );
     let mut props = Map::new();
     put_id(&mut props, "collection_id", collection_id);
     put(&mut props, "name", pass(body, "title"));

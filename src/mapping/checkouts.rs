@@ -6,6 +6,7 @@ use super::MapError;
 use super::commerce::{self, Kind};
 use super::context::{Draft, Input};
 use super::fields::{id, objects, put_id, text};
+use super::identity::{Subject, resolve};
 
 /// checkouts/create → Checkout Started, which also carries `value` (= total).
 pub(super) fn started(
@@ -38,7 +39,13 @@ fn track(
 /// only a token and lines; the token links the cart to its checkout and order.
 pub(super) fn cart(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let token = text(body, "token").or_else(|| id(body, "id"));
-    let who = super::identity::resolve(input, None, None, &[("cart", token.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            tokens: &[("cart", token.clone())],
+            ..Subject::default()
+        },
+    );
     let items = objects(input, body, "line_items", "line_items")?;
     let mut props = Map::new();
     put_id(&mut props, "cart_id", token);

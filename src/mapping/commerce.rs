@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::MapError;
 use super::context::Input;
 use super::fields::{id, money, object, objects, pass, put, put_id, text};
+use super::identity::{Subject, resolve};
 use super::number;
 use crate::event::Identity;
 
@@ -38,15 +39,27 @@ pub(super) fn identity(
         Kind::Order => (text(body, "checkout_token"), ("order", id(body, "id"))),
         Kind::Checkout => (text(body, "token"), ("checkout_id", id(body, "id"))),
     };
-    super::identity::resolve(
+    let order = match kind {
+        Kind::Order => id(body, "id"),
+        Kind::Checkout => None,
+    };
+    let currency = order
+        .as_ref()
+        .and_then(|_| text(body, "currency").or_else(|| text(body, "presentment_currency")));
+    resolve(
         input,
-        email(body, customer),
-        customer.and_then(|c| id(c, "id")),
-        &[
-            ("cart", text(body, "cart_token")),
-            ("checkout", checkout_token),
-            own,
-        ],
+        Subject {
+            email: email(body, customer),
+            customer: customer.and_then(|c| id(c, "id")),
+            order,
+            currency,
+            tokens: &[
+                ("cart", text(body, "cart_token")),
+                ("checkout", checkout_token),
+                own,
+            ],
+            ..Subject::default()
+        },
     )
 }
 

@@ -16,6 +16,14 @@ pub(super) struct Input<'a> {
     pub cfg: &'a MappingConfig,
     /// The Shopify topic the webhook maps as (convertedin aliases resolved).
     pub topic: &'a str,
+    /// The identity map of the webhook's scope.
+    pub known: &'a dyn super::Known,
+    /// The webhook is about a customer or order a redact erased.
+    pub erased: bool,
+    /// Whether what this webhook says about identities is learned.
+    pub learns: bool,
+    /// What it teaches the identity map, as mappers resolve identities.
+    pub learned: super::identity::Puts,
 }
 
 impl Input<'_> {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::MapError;
 use super::context::{Draft, Input};
 use super::fields::{id, money, object, pass, put, put_id, text, time};
+use super::identity::{Subject, resolve};
 use crate::event::Identity;
 
 /// Segment traits of a Shopify customer. `email` is passed in because an order's
@@ -59,7 +60,14 @@ fn address(a: &Map<String, Value>) -> Option<Value> {
 }
 
 fn who(input: &Input<'_>, customer: &Map<String, Value>) -> Identity {
-    super::identity::resolve(input, text(customer, "email"), id(customer, "id"), &[])
+    resolve(
+        input,
+        Subject {
+            email: text(customer, "email"),
+            customer: id(customer, "id"),
+            ..Subject::default()
+        },
+    )
 }
 
 /// Identify traits of a customer payload, with `createdAt`.

@@ -21,6 +21,7 @@ mod checkouts;
 mod commerce;
 mod context;
 mod customers;
+mod erasure;
 mod fields;
 mod identity;
 mod known;
@@ -161,8 +162,24 @@ pub fn topics() -> impl Iterator<Item = &'static str> {
     ROUTES.iter().map(|r| r.topic)
 }
 
-/// Maps one verified webhook to its Segment calls: identify first, then track.
+/// Maps one verified webhook to its Segment calls: identify first, then track,
+/// knowing nothing of earlier webhooks (offline: `preview`, tests).
 pub fn map(webhook: &Webhook, cfg: &MappingConfig) -> Result<Vec<Event>, MapError> {
+    map_known(webhook, cfg, &Nothing).map(|(events, _)| events)
+}
+
+/// The identity map's scope of a webhook: its shop domain, else its source.
+pub fn scope(meta: &crate::sources::WebhookMeta) -> &str {
+    meta.shop_domain.as_deref().unwrap_or(meta.source.as_str())
+}
+
+/// Maps one verified webhook with what the identity map knows of its scope,
+/// and returns what the webhook teaches the map (MAPPING.md → Identity).
+pub fn map_known(
+    webhook: &Webhook,
+    cfg: &MappingConfig,
+    known: &dyn Known,
+) -> Result<(Vec<Event>, Learned), MapError> {
     let meta = webhook.meta();
     let received = meta.topic.as_str();
     let body = body::parse(webhook.body()).map_err(|e| MapError::NotJson {
@@ -177,10 +194,29 @@ pub fn map(webhook: &Webhook, cfg: &MappingConfig) -> Result<Vec<Event>, MapErro
     };
     let topic = canonical(received);
     let route = ROUTES.iter().find(|r| r.topic == topic);
-    let input = Input { meta, cfg, topic };
-    let drafts = match route {
+    let redact = topic == "customers/redact";
+    let erased = !redact && erasure::names_erased(topic, &body, known);
+    let input = Input {
+        meta,
+        cfg,
+        topic,
+        known,
+        erased,
+        learns: !redact && topic != "shop/redact",
+        learned: Default::default(),
+    };
+    let mut drafts = match route {
         Some(route) => (route.mapper)(&input, &body)?,
         None => shop::generic(&input, &body)?,
+    };
+    if erased {
+        erasure::scrub(&mut drafts);
+    }
+    let learned = Learned {
+        scope: scope(meta).to_owned(),
+        put: input.learned.into_inner(),
+        erase: redact.then(|| erasure::erase(&body)).flatten(),
+        erase_scope: topic == "shop/redact",
     };
     let name = event_name(cfg, received, topic, route);
     let timestamp = context::timestamp(topic, &body, meta);
@@ -212,7 +248,7 @@ pub fn map(webhook: &Webhook, cfg: &MappingConfig) -> Result<Vec<Event>, MapErro
             })
         })
         .collect();
-    Ok(events)
+    Ok((events, learned))
 }
 
 /// The track name: an override for the topic as received or as mapped, else the

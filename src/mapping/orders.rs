@@ -7,6 +7,7 @@ use super::MapError;
 use super::commerce::{self, Kind};
 use super::context::{Draft, Input};
 use super::fields::{id, object, objects, pass, put, put_id, text, time};
+use super::identity::{Subject, resolve};
 use super::{customers, number};
 
 /// orders/create and orders/paid: identify the customer (unless
@@ -54,7 +55,14 @@ fn order_properties(
 pub(super) fn edited(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let edit = object(input, body, "order_edit", "order_edit")?.unwrap_or(body);
     let order_id = id(edit, "order_id");
-    let who = super::identity::resolve(input, None, None, &[("order", order_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            of_order: order_id.clone(),
+            tokens: &[("order", order_id.clone())],
+            ..Subject::default()
+        },
+    );
     let mut props = Map::new();
     put_id(&mut props, "order_id", order_id);
     put_id(&mut props, "order_edit_id", id(edit, "id"));
@@ -68,7 +76,14 @@ pub(super) fn edited(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
 /// refund transactions), `products` the refunded lines with refunded quantities.
 pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let order_id = id(body, "order_id");
-    let who = super::identity::resolve(input, None, None, &[("order", order_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            of_order: order_id.clone(),
+            tokens: &[("order", order_id.clone())],
+            ..Subject::default()
+        },
+    );
     let transactions = objects(input, body, "transactions", "transactions")?.unwrap_or_default();
     let refunds: Vec<_> = transactions
         .iter()
@@ -84,6 +99,17 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
             products.push(Value::Object(product));
         }
     }
+    // The refund's own money sets, else the order's currency through the
+    // identity map, else the presentment currency.
+    let currency = refund_currency(&refunds, lines.as_deref())
+        .or_else(|| {
+            order_id
+                .as_deref()
+                .and_then(|o| super::identity::known_order(input, o))
+                .and_then(|facts| facts.currency)
+                .map(Value::from)
+        })
+        .or_else(|| pass(body, "presentment_currency"));
     let mut props = Map::new();
     put_id(&mut props, "order_id", order_id);
     put_id(&mut props, "refund_id", id(body, "id"));
@@ -92,11 +118,7 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
         "total",
         number::sum_money(refunds.iter().map(|t| t.get("amount"))),
     );
-    put(
-        &mut props,
-        "currency",
-        refund_currency(&refunds, lines.as_deref(), body),
-    );
+    put(&mut props, "currency", currency);
     put(
         &mut props,
         "item_count",
@@ -110,15 +132,12 @@ pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
     Ok(vec![Draft::Track(who, props)])
 }
 
-/// A refund's currency: its refund transactions' `currency` (null on some
-/// payloads), else the refund line items'
-/// `subtotal_set.shop_money.currency_code`, else `presentment_currency`. (The
-/// order's currency through the identity map, the second fallback, needs
-/// the store and is not done yet.)
+/// A refund's currency from its money: its refund transactions' `currency`
+/// (null on some payloads), else the refund line items'
+/// `subtotal_set.shop_money.currency_code`.
 fn refund_currency(
     refunds: &[&&Map<String, Value>],
     lines: Option<&[&Map<String, Value>]>,
-    body: &Map<String, Value>,
 ) -> Option<Value> {
     refunds
         .iter()
@@ -131,7 +150,6 @@ fn refund_currency(
                     .and_then(|m| pass(m, "currency_code"))
             })
         })
-        .or_else(|| pass(body, "presentment_currency"))
 }
 
 /// fulfillments/create and update: shipment details and the shipped lines.
@@ -140,11 +158,14 @@ pub(super) fn fulfillment(
     body: &Map<String, Value>,
 ) -> Result<Vec<Draft>, MapError> {
     let order_id = id(body, "order_id");
-    let who = super::identity::resolve(
+    let who = resolve(
         input,
-        text(body, "email"),
-        None,
-        &[("order", order_id.clone())],
+        Subject {
+            email: text(body, "email"),
+            of_order: order_id.clone(),
+            tokens: &[("order", order_id.clone())],
+            ..Subject::default()
+        },
     );
     let items = objects(input, body, "line_items", "line_items")?;
     let mut props = Map::new();

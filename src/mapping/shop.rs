@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::MapError;
 use super::context::{Draft, Input};
 use super::fields::{id, object, pass, put, put_id, text};
+use super::identity::{Subject, resolve};
 use super::number;
 
 /// app/uninstalled: the payload is the shop; its email is the merchant's, not a
@@ -15,7 +16,13 @@ pub(super) fn uninstalled(
     body: &Map<String, Value>,
 ) -> Result<Vec<Draft>, MapError> {
     let shop_id = id(body, "id");
-    let who = super::identity::resolve(input, None, None, &[("shop", shop_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            tokens: &[("shop", shop_id.clone())],
+            ..Subject::default()
+        },
+    );
     let mut props = Map::new();
     put_id(&mut props, "shop_id", shop_id);
     put(&mut props, "name", pass(body, "name"));
@@ -32,7 +39,13 @@ pub(super) fn uninstalled(
 /// shop/redact: 48 hours after uninstall, Shopify asks to erase the shop's data.
 pub(super) fn redact(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let shop_id = id(body, "shop_id");
-    let who = super::identity::resolve(input, None, None, &[("shop", shop_id.clone())]);
+    let who = resolve(
+        input,
+        Subject {
+            tokens: &[("shop", shop_id.clone())],
+            ..Subject::default()
+        },
+    );
     let mut props = Map::new();
     put_id(&mut props, "shop_id", shop_id);
     put(&mut props, "shop_domain", pass(body, "shop_domain"));
@@ -48,11 +61,14 @@ pub(super) fn data_request(
     let customer = object(input, body, "customer", "customer")?;
     let request = object(input, body, "data_request", "data_request")?;
     let customer_id = customer.and_then(|c| id(c, "id"));
-    let who = super::identity::resolve(
+    let who = resolve(
         input,
-        customer.and_then(|c| text(c, "email")),
-        customer_id.clone(),
-        &[("shop", id(body, "shop_id"))],
+        Subject {
+            email: customer.and_then(|c| text(c, "email")),
+            customer: customer_id.clone(),
+            tokens: &[("shop", id(body, "shop_id"))],
+            ..Subject::default()
+        },
     );
     let mut props = Map::new();
     put_id(&mut props, "customer_id", customer_id);
@@ -108,17 +124,21 @@ pub(super) fn generic(
         Some(c) => customer_email(c),
         None => id(body, "customer_id").and_then(|_| text(body, "email_address")),
     };
-    let who = super::identity::resolve(
+    let who = resolve(
         input,
-        email,
-        customer
-            .and_then(|c| id(c, "id"))
-            .or_else(|| id(body, "customer_id")),
-        &[
-            ("cart", text(body, "cart_token")),
-            ("checkout", text(body, "checkout_token")),
-            (resource, id(body, "id")),
-        ],
+        Subject {
+            email,
+            customer: customer
+                .and_then(|c| id(c, "id"))
+                .or_else(|| id(body, "customer_id")),
+            of_order: id(body, "order_id"),
+            tokens: &[
+                ("cart", text(body, "cart_token")),
+                ("checkout", text(body, "checkout_token")),
+                (resource, id(body, "id")),
+            ],
+            ..Subject::default()
+        },
     );
     Ok(vec![Draft::Track(who, number::sanitize_map(&tidy(body)))])
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod sequence;
 pub mod strategies;
 
 use std::path::{Path, PathBuf};

@@ -190,7 +190,8 @@ async fn one_attempt(url: &str, max_age: Duration) -> Decision {
     let hook = std::sync::Arc::new(destination(dest(Format::Webhook), url));
     let ctx = Context {
         destinations: [("wire".to_string(), hook)].into(),
-        mapping: MappingConfig::default(),
+        mapping: std::sync::Arc::new(MappingConfig::default()),
+        identity: None,
         retry: RetryConfig {
             max_age,
             ..RetryConfig::default()
