@@ -14,6 +14,7 @@ mod examples;
 mod fsync_audit;
 mod full_disk;
 mod hostile;
+mod identity;
 mod ingest;
 mod logs;
 mod metrics;
