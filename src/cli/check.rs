@@ -48,6 +48,7 @@ pub fn describe(cfg: &Config) -> String {
          admin   http://{}  (token: {})\n\
          data    {}\n\
          retry   up to {} after the first attempt, {} doubling to {}\n\
+         mapping userId = {}, identity map kept {} after last seen\n\
          limits  head {}, body {}, idle {}, {} connections, {} MiB for unverified bodies\n",
         cfg.sources.len(),
         cfg.destinations.len(),
@@ -63,6 +64,11 @@ pub fn describe(cfg: &Config) -> String {
         format_duration(cfg.retry.max_age),
         format_duration(cfg.retry.initial_interval),
         format_duration(cfg.retry.max_interval),
+        match cfg.mapping.user_id {
+            shoprelay::config::UserIdRule::Email => "email, else customer id",
+            shoprelay::config::UserIdRule::CustomerId => "customer id",
+        },
+        format_duration(cfg.mapping.identity_retention),
         format_duration(s.limits.header_read_timeout),
         format_duration(s.limits.body_read_timeout),
         format_duration(s.limits.idle_timeout),
