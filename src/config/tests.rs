@@ -228,3 +228,36 @@ fn an_open_admin_listener_without_a_token_is_warned_about() {
     let cfg = Config::from_toml_str(&loopback, &no_env).unwrap();
     assert!(cfg.warnings().is_empty());
 }
+
+#[test]
+fn identity_retention_defaults_parses_and_has_a_floor() {
+    let cfg = Config::from_toml_str(MINIMAL, &no_env).unwrap();
+    assert_eq!(
+        cfg.mapping.identity_retention,
+        Duration::from_secs(365 * 86_400)
+    );
+    let cfg = Config::from_toml_str(
+        &format!("{MINIMAL}\n[mapping]\nidentity_retention = \"30d\"\n"),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.mapping.identity_retention,
+        Duration::from_secs(30 * 86_400)
+    );
+    for (value, problem) in [
+        ("1h", "mapping.identity_retention: must be at least 2d"),
+        (
+            "soon",
+            "mapping.identity_retention: `soon` is not a duration",
+        ),
+    ] {
+        let got = problems(&format!(
+            "{MINIMAL}\n[mapping]\nidentity_retention = \"{value}\"\n"
+        ));
+        assert!(
+            got.len() == 1 && got[0].starts_with(problem),
+            "{value}: {got:?}"
+        );
+    }
+}
