@@ -13,10 +13,15 @@ use crate::sources::{SourceKind, WebhookMeta};
 /// Opens a backend on a directory (a fresh one per check).
 pub type Open = dyn Fn(&Path) -> Box<dyn Store>;
 
-/// One `#[test]` per check for the backend that `$open` opens.
+/// One `#[test]` per check for the backend that `$open` opens; with
+/// `when: READY`, each test first asks `READY()` and passes without running
+/// when it says no (a backend that needs a server: READY reports the skip).
 macro_rules! store_contract {
     ($open:expr) => {
-        $crate::queue::contract::store_contract!(@each $open;
+        $crate::queue::contract::store_contract!($open, when: || true);
+    };
+    ($open:expr, when: $ready:expr) => {
+        $crate::queue::contract::store_contract!(@each $open, $ready;
             accept_dedups_within_and_across_batches,
             a_webhook_without_lanes_is_only_remembered,
             claim_leases_and_complete_forgets,
@@ -34,11 +39,13 @@ macro_rules! store_contract {
             identity_survives_reopen
         );
     };
-    (@each $open:expr; $($name:ident),*) => {
+    (@each $open:expr, $ready:expr; $($name:ident),*) => {
         $(
             #[test]
             fn $name() {
-                $crate::queue::contract::$name(&$open)
+                if ($ready)() {
+                    $crate::queue::contract::$name(&$open)
+                }
             }
         )*
     };

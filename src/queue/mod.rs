@@ -12,6 +12,7 @@ pub mod commit;
 pub(crate) mod contract;
 pub mod embedded;
 pub mod identity;
+pub mod postgres;
 mod record;
 
 use std::fmt;
@@ -253,4 +254,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Free bytes where the data lives, when the backend can tell.
     fn free_bytes(&self) -> Option<u64>;
+
+    /// Whether the backend answers, when it can tell without a write (a
+    /// database's probe); None: only writes tell.
+    fn reachable(&self) -> Option<bool> {
+        None
+    }
 }

@@ -45,6 +45,10 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+/// The dedup key of a webhook (shared with the PostgreSQL backend, so both
+/// stores dedup on the same thing).
+pub(crate) use dedup::key as dedup_key;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,205 @@
+//! The store contract on PostgreSQL, then what is its own (several stores on
+//! one database: leases across relays, dedup across relays, retention).
+//!
+//! They need a server: `scripts/test-postgres` starts a throwaway one and
+//! sets `SHOPRELAY_TEST_PG_URL`. Without it they pass without running and
+//! say so on stderr; under `CI=true` a missing server fails them.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Once;
+
+use super::PgStore;
+use crate::queue::contract::{accept, dead, store_contract};
+use crate::queue::*;
+
+/// The variable naming the test server.
+pub const URL_VAR: &str = "SHOPRELAY_TEST_PG_URL";
+
+/// The test server's URL, or None (reported once; a failure under CI).
+fn server() -> Option<String> {
+    static SKIPPED: Once = Once::new();
+    match std::env::var(URL_VAR) {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{URL_VAR} is not set under CI=true: start a server with scripts/test-postgres")
+        }
+        _ => {
+            SKIPPED.call_once(|| {
+                // Straight to stderr: the test harness captures print macros.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL store tests skipped: {URL_VAR} is not set (run scripts/test-postgres)"
+                );
+            });
+            None
+        }
+    }
+}
+
+fn ready() -> bool {
+    server().is_some()
+}
+
+/// A schema of its own for `name` on the test server; returns a URL whose
+/// connections use it.
+pub fn schema_url(name: &str) -> String {
+    let url = server().expect("a test server");
+    let schema = format!("t_{:016x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        h.finish()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .unwrap();
+        drop(c);
+        let _ = conn.await;
+    });
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The store of "relay" `dir` (its lease owner) on the schema of `dir`.
+fn open(dir: &Path) -> Box<dyn Store> {
+    Box::new(open_as(dir, &dir.display().to_string()))
+}
+
+fn open_as(dir: &Path, owner: &str) -> PgStore {
+    PgStore::open(&schema_url(&dir.display().to_string()), 4, owner).unwrap()
+}
+
+store_contract!(open, when: ready);
+
+#[test]
+fn a_dead_relays_leases_end_and_another_relay_takes_them() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        open_as(dir.path(), "relay-a"),
+        open_as(dir.path(), "relay-b"),
+    );
+    a.accept_batch(&[accept("w1", &["x"]), accept("w2", &["x"])], 100)
+        .unwrap();
+    let held = a.claim_due("x", 100, 1000, 1).unwrap();
+    // The other relay takes what a does not hold, never what it does.
+    let other = b.claim_due("x", 100, 1000, 10).unwrap();
+    assert_eq!((held.len(), other.len()), (1, 1));
+    assert_ne!(held[0].record.id, other[0].record.id);
+    b.complete_many("x", &[(other[0].record.id, other[0].lease)])
+        .unwrap();
+    // a dies holding its lease; b sees when it ends and takes it then.
+    drop(a);
+    assert_eq!(b.next_due("x").unwrap(), Some(1000));
+    assert!(b.claim_due("x", 999, 2000, 10).unwrap().is_empty());
+    let taken = b.claim_due("x", 1000, 2000, 10).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record.id, held[0].record.id);
+    assert_eq!(taken[0].webhook.meta().dedup_id, "w1", "oldest first");
+    b.complete_many("x", &[(taken[0].record.id, taken[0].lease)])
+        .unwrap();
+    assert!(b.stats().unwrap().0.is_empty());
+}
+
+#[test]
+fn an_outcome_needs_the_owner_as_well_as_the_token() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        open_as(dir.path(), "relay-a"),
+        open_as(dir.path(), "relay-b"),
+    );
+    a.accept_batch(&[accept("w1", &["x"])], 100).unwrap();
+    let c = a.claim_due("x", 100, 1000, 10).unwrap();
+    // b writes with a's token: nothing changes.
+    b.complete_many("x", &[(c[0].record.id, c[0].lease)])
+        .unwrap();
+    b.bury(&dead(&c[0].record, 200, "not mine"), c[0].lease)
+        .unwrap();
+    let (lanes, dead_count) = a.stats().unwrap();
+    assert_eq!((lanes["x"].pending, dead_count), (1, 0));
+    a.complete_many("x", &[(c[0].record.id, c[0].lease)])
+        .unwrap();
+    assert!(a.stats().unwrap().0.is_empty());
+}
+
+#[test]
+fn dedup_holds_across_relays_even_when_they_commit_at_once() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<PgStore> = (0..3)
+        .map(|i| open_as(dir.path(), &format!("relay-{i}")))
+        .collect();
+    // Every relay gets the same 50 webhooks, in a different order, at once.
+    let outcomes: Vec<Vec<AcceptOutcome>> = std::thread::scope(|s| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                s.spawn(move || {
+                    let mut batch: Vec<Accept> =
+                        (0..50).map(|n| accept(&format!("w{n}"), &["x"])).collect();
+                    batch.rotate_left(i * 17);
+                    st.accept_batch(&batch, 100).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let queued = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o, AcceptOutcome::Queued(_)))
+        .count();
+    assert_eq!(queued, 50, "each webhook queued once, by one relay");
+    assert_eq!(stores[0].stats().unwrap().0["x"].pending, 50);
+}
+
+#[test]
+fn retention_deletes_what_no_delivery_needs() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_as(dir.path(), "relay");
+    s.accept_batch(&[accept("w1", &["x", "y"]), accept("w2", &["x"])], 100)
+        .unwrap();
+    let count = |s: &PgStore| -> i64 {
+        s.call(|pool| async move {
+            let c = pool.get().await.map_err(super::pool_err)?;
+            let r = c
+                .query_one("SELECT count(*) FROM shoprelay_webhooks", &[])
+                .await
+                .map_err(super::pg_err)?;
+            Ok(r.get(0))
+        })
+        .unwrap()
+    };
+    assert_eq!(count(&s), 2);
+    let x = s.claim_due("x", 100, 1000, 10).unwrap();
+    let done: Vec<_> = x.iter().map(|c| (c.record.id, c.lease)).collect();
+    s.complete_many("x", &done).unwrap();
+    assert_eq!(count(&s), 1, "w2 is done; w1 still goes to y");
+    let y = s.claim_due("y", 100, 1000, 10).unwrap();
+    s.complete_many("y", &[(y[0].record.id, y[0].lease)])
+        .unwrap();
+    assert_eq!(count(&s), 0);
+    assert_eq!(s.sweep_now().unwrap(), 0, "nothing left behind");
+    assert_eq!(s.expire_dedup(101).unwrap(), 2);
+}
