@@ -64,6 +64,12 @@ pub enum RunError {
         dir: String,
         error: queue::StoreError,
     },
+    #[error("cannot use PostgreSQL at {url}: {error}")]
+    Database {
+        /// The URL, password masked.
+        url: String,
+        error: queue::StoreError,
+    },
     #[error(transparent)]
     Destination(#[from] delivery::destination::BuildError),
 }
@@ -75,19 +81,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let dir = cfg.server.data_dir.clone();
-    // Off the async workers: opening may wait for the data dir's lock.
-    let opening = dir.clone();
-    let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&opening))
-        .await
-        .map_err(|e| queue::StoreError::Backend(format!("opening the database panicked: {e}")))
-        .and_then(|r| r)
-        .map_err(|error| RunError::Storage {
-            dir: dir.display().to_string(),
-            error,
-        })?;
-    embedded.keep_free(cfg.server.min_free_bytes);
-    let store: Arc<dyn Store> = Arc::new(embedded);
+    let (store, postgres) = open_store(&cfg).await?;
     let metrics = Arc::new(Metrics::default());
     let clock: fn() -> u64 = timefmt::now_ms;
     let (trigger, stop) = shutdown::channel();
@@ -99,6 +93,10 @@ pub async fn run(
     let engine =
         delivery::lane::Engine::start(&cfg, store.clone(), metrics.clone(), clock, stop.clone())?;
     let wake: Wake = engine.waker();
+    if let Some(pg) = &postgres {
+        // Another relay's accepts and replays wake this relay's lanes.
+        pg.listen(wake.clone());
+    }
 
     let on_commit = {
         let (wake, metrics) = (wake.clone(), metrics.clone());
@@ -205,6 +203,49 @@ pub async fn run(
         Err(_) => tracing::error!("final flush panicked"),
     }
     Ok(())
+}
+
+/// Opens the configured backend (off the async workers: opening may wait
+/// for the data dir's lock, or for the database). The PostgreSQL store is
+/// also returned as itself, for its notifications.
+async fn open_store(
+    cfg: &Config,
+) -> Result<(Arc<dyn Store>, Option<Arc<queue::postgres::PgStore>>), RunError> {
+    let panicked = |e: tokio::task::JoinError| {
+        queue::StoreError::Backend(format!("opening storage panicked: {e}"))
+    };
+    match &cfg.storage.backend {
+        config::Backend::Embedded => {
+            let dir = cfg.server.data_dir.clone();
+            let opening = dir.clone();
+            let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&opening))
+                .await
+                .map_err(panicked)
+                .and_then(|r| r)
+                .map_err(|error| RunError::Storage {
+                    dir: dir.display().to_string(),
+                    error,
+                })?;
+            embedded.keep_free(cfg.server.min_free_bytes);
+            Ok((Arc::new(embedded), None))
+        }
+        config::Backend::Postgres(p) => {
+            let (url, size) = (p.url.clone(), p.pool_size);
+            let owner = queue::postgres::default_owner(&cfg.server.data_dir);
+            let pg = tokio::task::spawn_blocking(move || {
+                queue::postgres::PgStore::open(url.expose(), size, &owner)
+            })
+            .await
+            .map_err(panicked)
+            .and_then(|r| r)
+            .map_err(|error| RunError::Database {
+                url: config::masked_url(p.url.expose()),
+                error,
+            })?;
+            let pg = Arc::new(pg);
+            Ok((pg.clone(), Some(pg)))
+        }
+    }
 }
 
 /// A configured `max_connections` the open-file limit cannot hold: past the

@@ -46,7 +46,7 @@ pub fn describe(cfg: &Config) -> String {
         "ok: {} source(s), {} destination(s)\n\
          ingest  http://{}  (max body {} bytes)\n\
          admin   http://{}  (token: {})\n\
-         data    {}\n\
+         storage {}\n\
          retry   up to {} after the first attempt, {} doubling to {}\n\
          mapping userId = {}, identity map kept {} after last seen\n\
          limits  head {}, body {}, idle {}, {} connections, {} MiB for unverified bodies\n",
@@ -60,7 +60,7 @@ pub fn describe(cfg: &Config) -> String {
         } else {
             "none"
         },
-        s.data_dir.display(),
+        cfg.storage.describe(&s.data_dir),
         format_duration(cfg.retry.max_age),
         format_duration(cfg.retry.initial_interval),
         format_duration(cfg.retry.max_interval),

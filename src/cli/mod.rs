@@ -50,6 +50,8 @@ pub enum Command {
     /// Inspect, replay or purge dead letters on a running relay.
     #[command(subcommand)]
     DeadLetters(client::DeadLetters),
+    /// PostgreSQL backend: create or upgrade the schema, then exit.
+    Migrate,
     /// Queue depth and counts from a running relay.
     Stats {
         /// Print JSON.
@@ -85,6 +87,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     };
     match args.command {
         Command::Check => check::run(&args.config),
+        Command::Migrate => migrate(&load(&args.config)?),
         Command::Serve => {
             init_logging(args.log_format);
             let cfg = load(&args.config)?;
@@ -103,6 +106,29 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             rt()?.block_on(client::stats(&base, json))
         }
     }
+}
+
+/// `shoprelay migrate`: what `serve` does first, alone (under the same
+/// advisory lock, so it is safe while relays run or start).
+fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
+    use shoprelay::config::{Backend, masked_url};
+    let Backend::Postgres(p) = &cfg.storage.backend else {
+        anyhow::bail!(
+            "[storage] backend is not \"postgres\": the embedded store needs no migration"
+        );
+    };
+    let m = shoprelay::queue::postgres::PgStore::migrate_only(p.url.expose()).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot migrate PostgreSQL at {}: {e}",
+            masked_url(p.url.expose())
+        )
+    })?;
+    if m.from == m.to {
+        println!("schema at version {}: up to date", m.to);
+    } else {
+        println!("schema migrated from version {} to {}", m.from, m.to);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<ExitCode> {

@@ -12,6 +12,7 @@ pub(super) fn config(root: &Reader<'_>) -> Option<Config> {
     let server = server(root);
     let retry = retry(root);
     let mapping = mapping(root);
+    let storage = super::storage::read(root);
     let destinations = named_tables(root, "destinations", destination);
     let declared: BTreeSet<String> = root
         .peek_table("destinations")
@@ -23,12 +24,13 @@ pub(super) fn config(root: &Reader<'_>) -> Option<Config> {
     }
     let (sources, sources_ok) = sources;
     let (destinations, destinations_ok) = destinations;
-    let (server, retry, mapping) = (server?, retry?, mapping?);
+    let (server, retry, mapping, storage) = (server?, retry?, mapping?, storage?);
     if !(sources_ok && destinations_ok) {
         return None;
     }
     Some(Config {
         server,
+        storage,
         retry,
         mapping,
         sources,
@@ -78,7 +80,7 @@ fn named_tables<T>(
 }
 
 /// An optional top-level table; absent reads as empty.
-fn section<'a>(root: &Reader<'a>, name: &str) -> (Reader<'a>, &'a toml::Table) {
+pub(super) fn section<'a>(root: &Reader<'a>, name: &str) -> (Reader<'a>, &'a toml::Table) {
     static EMPTY: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
     let t = root.table(name).unwrap_or(&EMPTY);
     (root.child(name, t), t)

@@ -10,6 +10,7 @@ mod interp;
 mod limits;
 mod mapping;
 mod reader;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,9 @@ pub use limits::{ListenerLimits, MAX_CONNECTIONS_LIMIT};
 pub use mapping::{MappingConfig, Naming, UserIdRule};
 pub use reader::Problem;
 use reader::{Problems, Reader};
+pub use storage::{
+    Backend, DEFAULT_POOL_SIZE, PostgresConfig, StorageConfig, check_postgres_url, masked_url,
+};
 
 use crate::sources::SourceKind;
 
@@ -54,6 +58,8 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     /// `[server]`: listeners and storage.
     pub server: ServerConfig,
+    /// `[storage]`: the queue's backend.
+    pub storage: StorageConfig,
     /// `[retry]`: the delivery retry window.
     pub retry: RetryConfig,
     /// `[mapping]`: event naming and identity.

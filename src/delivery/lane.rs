@@ -77,6 +77,7 @@ impl Engine {
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
+        let lease = cfg.storage.lease;
         let mut add = |name: String,
                        targets: Vec<String>,
                        concurrency: usize,
@@ -89,7 +90,7 @@ impl Engine {
                     targets,
                     concurrency: concurrency.max(1),
                     linger,
-                    lease: (timeout * 10).max(Duration::from_secs(60)),
+                    lease: lease.unwrap_or((timeout * 10).max(Duration::from_secs(60))),
                     notify: Arc::new(Notify::new()),
                     orphan,
                 });

@@ -118,7 +118,15 @@ fn run(
         let first = match rx.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(p) => p,
             Err(RecvTimeoutError::Timeout) if closing.load(Ordering::SeqCst) => break,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle: a backend that can tell (a database's probe) says
+                // whether it answers, so health follows it with no traffic
+                // (and recovers once it is back, with no write to prove it).
+                if let Some(up) = store.reachable() {
+                    healthy.store(up, Ordering::Relaxed);
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut bytes = first.accept.webhook.body().len();
