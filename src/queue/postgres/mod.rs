@@ -22,6 +22,7 @@
 //! | `accept.rs` | accepts: dedup keys, webhooks, deliveries in one transaction |
 //! | `claims.rs` | claims with `SKIP LOCKED`, leases, outcomes |
 //! | `dead.rs` | dead letters: list, replay, purge |
+//! | `identity.rs` | the identity map, one table |
 //! | `retention.rs` | lanes, stats, dedup expiry, deleting webhooks nothing needs |
 //! | `listen.rs` | LISTEN/NOTIFY wake-ups, the reachability probe |
 //! | `store.rs` | `Store`: which of the above does each primitive |
@@ -29,6 +30,7 @@
 mod accept;
 mod claims;
 mod dead;
+mod identity;
 mod listen;
 mod retention;
 pub mod schema;

@@ -21,10 +21,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has shipped: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "webhooks, dedup keys, deliveries",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "webhooks, dedup keys, deliveries",
+        sql: r#"
 -- One row per accepted webhook that has deliveries, until its last delivery
 -- is done (completed or purged).
 CREATE TABLE shoprelay_webhooks (
@@ -81,7 +82,25 @@ CREATE INDEX shoprelay_deliveries_dead ON shoprelay_deliveries (webhook_id, slot
 CREATE SEQUENCE shoprelay_webhook_ids;
 CREATE SEQUENCE shoprelay_lease_tokens;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "identity map",
+        sql: r#"
+-- MAPPING.md, Identity: kind is c (customer), o (order), r (a customer's
+-- order), t (cart or checkout token), x (erased); seen_at_ms drives expiry.
+CREATE TABLE shoprelay_identity (
+    scope       text COLLATE "C" NOT NULL,
+    kind        text NOT NULL,
+    key         text COLLATE "C" NOT NULL,
+    value       text NOT NULL,
+    seen_at_ms  bigint NOT NULL,
+    PRIMARY KEY (scope, kind, key)
+);
+CREATE INDEX shoprelay_identity_seen ON shoprelay_identity (seen_at_ms);
+"#,
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::PgStore;
+use crate::mapping::IdKind;
 use crate::queue::*;
 
 impl Store for PgStore {
@@ -84,6 +85,46 @@ impl Store for PgStore {
 
     fn expire_dedup(&self, before_ms: u64) -> Result<usize, StoreError> {
         self.expire_dedup_keys(before_ms)
+    }
+
+    fn identity_get(
+        &self,
+        scope: &str,
+        kind: IdKind,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.identity_read(scope, kind, key)
+    }
+
+    fn identity_scan(
+        &self,
+        scope: &str,
+        kind: IdKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.identity_prefix(scope, kind, prefix, limit)
+    }
+
+    fn identity_put(
+        &self,
+        scope: &str,
+        entries: &[(IdKind, String, String)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.identity_write(scope, entries, now_ms)
+    }
+
+    fn identity_delete(&self, scope: &str, keys: &[(IdKind, String)]) -> Result<(), StoreError> {
+        self.identity_remove(scope, keys)
+    }
+
+    fn identity_erase_scope(&self, scope: &str) -> Result<u64, StoreError> {
+        self.identity_remove_scope(scope)
+    }
+
+    fn identity_expire(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.identity_remove_before(before_ms)
     }
 
     /// Every write is durable at its COMMIT; this runs retention.
