@@ -19,3 +19,4 @@ mod ingest;
 mod logs;
 mod metrics;
 mod node_receiver;
+mod postgres;
