@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Once;
+use std::time::Duration;
 
 use super::PgStore;
 use crate::queue::contract::{accept, dead, store_contract};
@@ -202,4 +203,41 @@ fn retention_deletes_what_no_delivery_needs() {
     assert_eq!(count(&s), 0);
     assert_eq!(s.sweep_now().unwrap(), 0, "nothing left behind");
     assert_eq!(s.expire_dedup(101).unwrap(), 2);
+}
+
+#[test]
+fn another_relays_accept_and_replay_wake_this_relays_lane() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        open_as(dir.path(), "relay-a"),
+        open_as(dir.path(), "relay-b"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    b.listen(std::sync::Arc::new(move |lane: &str| {
+        let _ = tx.lock().unwrap().send(lane.to_string());
+    }));
+    let wait = Duration::from_secs(10);
+    // Listening starts by waking every lane with work: none yet. Keep
+    // accepting until b is listening and hears one.
+    let mut n = 0;
+    let heard = loop {
+        n += 1;
+        a.accept_batch(&[accept(&format!("w{n}"), &["x"])], 100)
+            .unwrap();
+        if let Ok(lane) = rx.recv_timeout(Duration::from_millis(200)) {
+            break lane;
+        }
+        assert!(n < 50, "b never heard of a's accepts");
+    };
+    assert_eq!(heard, "x");
+    while rx.try_recv().is_ok() {}
+    let c = a.claim_due("x", 100, 1000, 1).unwrap();
+    a.bury(&dead(&c[0].record, 200, "HTTP 400"), c[0].lease)
+        .unwrap();
+    a.replay(c[0].record.id, 300).unwrap();
+    assert_eq!(rx.recv_timeout(wait).as_deref(), Ok("x"), "replay wakes b");
 }
