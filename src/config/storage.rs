@@ -2,7 +2,6 @@
 //! default) needs nothing; PostgreSQL needs a URL, which usually carries a
 //! password, so it is a [`Secret`] and only [`masked_url`] is ever shown.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::reader::Reader;
@@ -92,8 +91,19 @@ pub fn check_postgres_url(raw: &str) -> Result<(), String> {
             u.scheme()
         ));
     }
-    let cfg = tokio_postgres::Config::from_str(raw)
-        .map_err(|_| format!("not a valid PostgreSQL URL {example}"))?;
+    // As the store reads it: sslmode and sslrootcert, then tokio-postgres.
+    let target = crate::queue::postgres::tls::parse(raw).map_err(|e| {
+        if e.starts_with("not a valid") {
+            format!("{e} {example}")
+        } else {
+            e
+        }
+    })?;
+    // The root file is read now, so `check` finds a missing or empty one.
+    if target.verify != crate::queue::postgres::tls::Verify::Nothing {
+        target.connector()?;
+    }
+    let cfg = target.pg;
     if cfg.get_hosts().is_empty() {
         return Err(format!("names no host {example}"));
     }
@@ -234,7 +244,15 @@ mod tests {
             ),
             (
                 "backend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db?sslmode=sometimes\"\n",
+                "storage.url: sslmode must be one of",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db?bogus=1\"\n",
                 "storage.url: not a valid PostgreSQL URL",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://u:hunter2@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem\"\n",
+                "storage.url: sslrootcert /nonexistent/ca.pem: ",
             ),
             (
                 "backend = \"postgres\"\nurl = \"postgres://h/db\"\npool_size = 0\n",

@@ -304,3 +304,102 @@ async fn the_database_restarted_under_load_503_while_down_nothing_acked_lost() {
     assert_eq!(relay.healthz().await, 200);
     relay.stop().await;
 }
+
+/// `shoprelay CMD --config PATH`: exit code and stdout + stderr.
+fn run_cli(cmd: &str, config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoprelay"))
+        .arg(cmd)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_a_database_that_takes_only_tls_with_sslmode_require() {
+    let Some((server, _turn)) = begin().await else {
+        return;
+    };
+    let ca = match std::env::var("SHOPRELAY_TEST_PG_CA") {
+        Ok(ca) if !ca.is_empty() => ca,
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "SHOPRELAY_TEST_PG_CA is not set under CI=true: run the tests through scripts/test-postgres"
+            )
+        }
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "PostgreSQL TLS relay test skipped: SHOPRELAY_TEST_PG_CA is not set (run scripts/test-postgres)"
+            );
+            return;
+        }
+    };
+    let plain = schema_url(&server, "it_tls").await;
+    // The role the test server takes only over TLS, with a password (the
+    // server trusts it; check must not show it).
+    let mut url = url::Url::parse(&plain).unwrap();
+    url.set_username("shoprelay_tls").unwrap();
+    url.set_password(Some("hunter2")).unwrap();
+    let require = format!("{url}&sslmode=require");
+    let receiver = TestReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&require, &receiver, "5s");
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, toml(&o, &dir.path().join("data"))).unwrap();
+
+    let (code, out) = run_cli("check", &cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("postgres://shoprelay_tls:***@127.0.0.1:") && out.contains("sslmode=require"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+    let (code, out) = run_cli("migrate", &cfg);
+    assert_eq!(code, 0, "{out}");
+    // check reads the root file: a missing one is named.
+    let verify = dir.path().join("verify.toml");
+    for (root, ok) in [(ca.as_str(), true), ("/nonexistent/ca.pem", false)] {
+        let o = opts(
+            &format!("{url}&sslmode=verify-full&sslrootcert={root}"),
+            &receiver,
+            "5s",
+        );
+        std::fs::write(&verify, toml(&o, &dir.path().join("data"))).unwrap();
+        let (code, out) = run_cli("check", &verify);
+        assert_eq!(code == 0, ok, "{out}");
+        assert!(
+            ok || out.contains("sslrootcert /nonexistent/ca.pem"),
+            "{out}"
+        );
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+
+    let mut relay = spawn_binary(&cfg);
+    relay.wait_open().await;
+    let c = client();
+    let ingest = format!("{}/webhooks/shopify/acme", relay.ingest);
+    for n in 0..20 {
+        let answer = send_json("accept", numbered(n).request(&c, &ingest)).await;
+        assert_eq!(answer["status"], "queued", "{answer}");
+    }
+    all_delivered(&receiver, &(0..20).collect::<Vec<_>>()).await;
+
+    // The same relay with sslmode=disable: the server refuses the role,
+    // and serve says so on one line, without the password.
+    let disable = dir.path().join("disable.toml");
+    let o = opts(&format!("{url}&sslmode=disable"), &receiver, "5s");
+    std::fs::write(&disable, toml(&o, &dir.path().join("data2"))).unwrap();
+    let (code, out) = run_cli("serve", &disable);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("pg_hba.conf rejects"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::PgStore;
 use super::accept::CHANNEL;
@@ -52,11 +52,16 @@ impl PgStore {
     /// (re)connection every lane with work is woken too: notifications sent
     /// while this one was not listening are gone.
     pub fn listen(&self, wake: Wake) {
-        let (pg, pool, me) = (self.pg.clone(), self.pool.clone(), self.instance);
+        let (pg, tls, pool, me) = (
+            self.pg.clone(),
+            self.tls.clone(),
+            self.pool.clone(),
+            self.instance,
+        );
         self.handle.spawn(async move {
             let mut failing = false;
             loop {
-                match listen_once(&pg, &pool, me, &wake).await {
+                match listen_once(&pg, &tls, &pool, me, &wake).await {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;
@@ -72,11 +77,12 @@ impl PgStore {
 
 async fn listen_once(
     pg: &tokio_postgres::Config,
+    tls: &super::tls::MakeRustlsConnect,
     pool: &deadpool_postgres::Pool,
     me: u64,
     wake: &Wake,
 ) -> Result<(), String> {
-    let (client, mut conn) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut conn) = pg.connect(tls.clone()).await.map_err(|e| e.to_string())?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));

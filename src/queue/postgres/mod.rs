@@ -25,6 +25,7 @@
 //! | `identity.rs` | the identity map, one table |
 //! | `retention.rs` | lanes, stats, dedup expiry, deleting webhooks nothing needs |
 //! | `listen.rs` | LISTEN/NOTIFY wake-ups, the reachability probe |
+//! | `tls.rs` | TLS to the database: `sslmode`, `sslrootcert` |
 //! | `store.rs` | `Store`: which of the above does each primitive |
 
 mod accept;
@@ -37,15 +38,14 @@ pub mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 
 use crate::queue::StoreError;
 
@@ -66,6 +66,7 @@ pub struct PgStore {
     pool: Pool,
     /// For the LISTEN connection, which is not pooled.
     pg: tokio_postgres::Config,
+    tls: tls::MakeRustlsConnect,
     /// Who holds the leases this relay takes: stable across restarts (host
     /// name and data dir), so a restarted relay takes back what it held.
     owner: Arc<str>,
@@ -82,8 +83,7 @@ impl PgStore {
     /// Connects, migrates the schema, and takes back the leases `owner` held
     /// before a restart. `url` is a `postgres://` URL.
     pub fn open(url: &str, pool_size: usize, owner: &str) -> Result<PgStore, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(url)
-            .map_err(|_| StoreError::Backend("not a valid PostgreSQL URL".into()))?;
+        let (mut pg, tls) = connect_config(url)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -107,7 +107,7 @@ impl PgStore {
         let handle = rt.handle().clone();
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -131,6 +131,7 @@ impl PgStore {
             handle,
             pool,
             pg,
+            tls,
             owner: owner.into(),
             instance: rand::random(),
             reachable: Arc::new(AtomicBool::new(true)),
@@ -148,8 +149,7 @@ impl PgStore {
 
     /// Only creates or upgrades the schema (`shoprelay migrate`).
     pub fn migrate_only(url: &str) -> Result<schema::Migrated, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(url)
-            .map_err(|_| StoreError::Backend("not a valid PostgreSQL URL".into()))?;
+        let (mut pg, tls) = connect_config(url)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -158,7 +158,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("starting the database runtime: {e}")))?;
         rt.block_on(async move {
-            let (mut client, conn) = pg.connect(NoTls).await.map_err(pg_err)?;
+            let (mut client, conn) = pg.connect(tls).await.map_err(pg_err)?;
             let conn = tokio::spawn(conn);
             let out = schema::migrate(&mut client).await;
             drop(client);
@@ -219,6 +219,16 @@ impl Drop for PgStore {
             rt.shutdown_background();
         }
     }
+}
+
+/// The URL as tokio-postgres's config (`ssl_mode` from `sslmode`) and the
+/// TLS connector its `sslmode` and `sslrootcert` ask for.
+fn connect_config(
+    url: &str,
+) -> Result<(tokio_postgres::Config, tls::MakeRustlsConnect), StoreError> {
+    let target = tls::parse(url).map_err(StoreError::Backend)?;
+    let connector = target.connector().map_err(StoreError::Backend)?;
+    Ok((target.pg, connector))
 }
 
 /// The lease owner of a relay: its host name and data dir, so a restarted

@@ -241,3 +241,167 @@ fn another_relays_accept_and_replay_wake_this_relays_lane() {
     a.replay(c[0].record.id, 300).unwrap();
     assert_eq!(rx.recv_timeout(wait).as_deref(), Ok("x"), "replay wakes b");
 }
+
+/// The CA of the test server's certificate (`SHOPRELAY_TEST_PG_CA`, set by
+/// scripts/test-postgres, whose server takes TLS); None (reported once) when
+/// the server was started otherwise; under CI a failure.
+fn tls_server() -> Option<(String, String)> {
+    static SKIPPED: Once = Once::new();
+    let url = server()?;
+    match std::env::var("SHOPRELAY_TEST_PG_CA") {
+        Ok(ca) if !ca.is_empty() => Some((url, ca)),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "SHOPRELAY_TEST_PG_CA is not set under CI=true: start the server with scripts/test-postgres"
+            )
+        }
+        _ => {
+            SKIPPED.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL TLS tests skipped: SHOPRELAY_TEST_PG_CA is not set (run scripts/test-postgres)"
+                );
+            });
+            None
+        }
+    }
+}
+
+/// The test server's URL as `user` at `host`, with `query` appended.
+fn variant(server: &str, user: &str, host: &str, query: &str) -> String {
+    let mut u = url::Url::parse(server).unwrap();
+    u.set_username(user).unwrap();
+    u.set_host(Some(host)).unwrap();
+    let mut s = u.to_string();
+    if !query.is_empty() {
+        s.push(if u.query().is_some() { '&' } else { '?' });
+        s.push_str(query);
+    }
+    s
+}
+
+/// Connects as the store does and asks the server whether the connection
+/// is encrypted.
+fn encrypted(url: &str) -> Result<bool, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (pg, tls) = super::connect_config(url).map_err(|e| e.to_string())?;
+        let (c, conn) = pg
+            .connect(tls)
+            .await
+            .map_err(|e| super::pg_err(e).to_string())?;
+        let conn = tokio::spawn(conn);
+        let ssl: bool = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        drop(c);
+        let _ = conn.await;
+        Ok(ssl)
+    })
+}
+
+#[test]
+fn sslmode_and_sslrootcert_against_a_server_with_tls() {
+    let Some((server, ca)) = tls_server() else {
+        return;
+    };
+    let at = |host: &str, query: &str| variant(&server, "shoprelay", host, query);
+    let root = format!("sslrootcert={ca}");
+    // The server's certificate is for `localhost`, signed by the test CA.
+    let cases: &[(String, Result<bool, &str>)] = &[
+        (at("127.0.0.1", "sslmode=disable"), Ok(false)),
+        (at("127.0.0.1", ""), Ok(true)),
+        (at("127.0.0.1", "sslmode=prefer"), Ok(true)),
+        (at("127.0.0.1", "sslmode=require"), Ok(true)),
+        (
+            at("localhost", &format!("sslmode=verify-full&{root}")),
+            Ok(true),
+        ),
+        (
+            at("127.0.0.1", &format!("sslmode=verify-ca&{root}")),
+            Ok(true),
+        ),
+        (
+            at("127.0.0.1", &format!("sslmode=verify-full&{root}")),
+            Err("not valid for name"),
+        ),
+        // libpq: require with a root file checks the chain (as verify-ca).
+        (
+            at("127.0.0.1", &format!("sslmode=require&{root}")),
+            Ok(true),
+        ),
+        // The system's roots do not know the test CA.
+        (
+            at("localhost", "sslmode=verify-full"),
+            Err("invalid peer certificate"),
+        ),
+        (
+            at("localhost", "sslrootcert=system"),
+            Err("invalid peer certificate"),
+        ),
+    ];
+    for (url, want) in cases {
+        let got = encrypted(url);
+        match (want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(w, g, "{url}"),
+            (Err(w), Err(g)) => assert!(
+                g.contains(w) || g.contains("no trusted root certificates"),
+                "{url}: {g}"
+            ),
+            _ => panic!("{url}: {got:?}, wanted {want:?}"),
+        }
+    }
+    // The role the server takes only over TLS.
+    let tls_only = |query: &str| variant(&server, "shoprelay_tls", "127.0.0.1", query);
+    assert_eq!(encrypted(&tls_only("sslmode=require")), Ok(true));
+    let refused = encrypted(&tls_only("sslmode=disable")).unwrap_err();
+    assert!(refused.contains("pg_hba.conf rejects"), "{refused}");
+}
+
+#[test]
+fn a_store_over_tls_accepts_claims_and_hears_another_relay() {
+    let Some((server, _ca)) = tls_server() else {
+        return;
+    };
+    // The schema is made over the plain test URL; the stores connect as the
+    // role the server takes only over TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = schema_url(&dir.path().display().to_string());
+    let query = plain.split_once('?').map_or("", |(_, q)| q);
+    let url = variant(
+        &server,
+        "shoprelay_tls",
+        "127.0.0.1",
+        &format!("sslmode=require&{query}"),
+    );
+    let a = PgStore::open(&url, 2, "relay-a").unwrap();
+    let b = PgStore::open(&url, 2, "relay-b").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    b.listen(std::sync::Arc::new(move |lane: &str| {
+        let _ = tx.lock().unwrap().send(lane.to_string());
+    }));
+    let mut n = 0;
+    loop {
+        n += 1;
+        a.accept_batch(&[accept(&format!("w{n}"), &["x"])], 100)
+            .unwrap();
+        if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        assert!(n < 50, "b never heard of a's accepts over TLS");
+    }
+    let claimed = b.claim_due("x", 100, 1000, 100).unwrap();
+    assert_eq!(claimed.len(), n);
+    let done: Vec<_> = claimed.iter().map(|c| (c.record.id, c.lease)).collect();
+    b.complete_many("x", &done).unwrap();
+    assert!(a.stats().unwrap().0.is_empty());
+}
