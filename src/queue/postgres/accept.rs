@@ -3,7 +3,9 @@
 //! relays: a second relay inserting the same key waits for the first's
 //! transaction and, once it commits, inserts nothing and answers `duplicate`.
 //! The answer goes out after COMMIT returns, and connections run with
-//! `synchronous_commit = on`, so it is on the database's disk.
+//! `synchronous_commit = on`, so it is on the database's disk. The lanes'
+//! pending counts grow in the same statement as their deliveries
+//! (`retention.rs`, counts).
 
 use std::collections::{HashMap, HashSet};
 
@@ -227,9 +229,13 @@ async fn write(
             .map_err(pg_err)?;
         let deliveries = tx
             .prepare_cached(
-                "INSERT INTO shoprelay_deliveries (webhook_id, slot, lane, targets, due_ms, ready_ms)
-                 SELECT w, s, l, string_to_array(t, ','), $5, $5
-                   FROM unnest($1::int8[], $2::int2[], $3::text[], $4::text[]) AS u(w, s, l, t)",
+                "WITH d AS (
+                     INSERT INTO shoprelay_deliveries (webhook_id, slot, lane, targets, due_ms, ready_ms)
+                     SELECT w, s, l, string_to_array(t, ','), $5, $5
+                       FROM unnest($1::int8[], $2::int2[], $3::text[], $4::text[]) AS u(w, s, l, t)
+                     RETURNING lane)
+                 INSERT INTO shoprelay_lane_deltas (lane, pending, dead)
+                 SELECT lane, count(*), 0 FROM d GROUP BY lane",
             )
             .await
             .map_err(pg_err)?;

@@ -4,7 +4,9 @@
 //! fresh token, and the lease's end as the row's `ready_ms`, so a relay that
 //! dies leaves rows that become ready again when their leases end. Every
 //! outcome is written only where owner and token still match: once a lease
-//! has ended and been taken again, a late outcome changes nothing.
+//! has ended and been taken again, a late outcome changes nothing. A burial
+//! or a completion writes its change of the lane's counts in the same
+//! statement (`retention.rs`, counts).
 
 use bytes::Bytes;
 use tokio_postgres::Row;
@@ -187,13 +189,17 @@ impl PgStore {
             let c = pool.get().await.map_err(pool_err)?;
             let stmt = c
                 .prepare_cached(
-                    "UPDATE shoprelay_deliveries
-                        SET due_ms = $3, ready_ms = $3, attempts = $4, first_attempt_at_ms = $5,
-                            events_done = $6, last_error = $7, last_status = $8, targets = $9,
-                            dead_at_ms = $10, dead_reason = $11,
-                            lease_owner = NULL, lease_token = NULL
-                      WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NULL
-                        AND lease_token = $12 AND lease_owner = $13",
+                    "WITH u AS (
+                         UPDATE shoprelay_deliveries
+                            SET due_ms = $3, ready_ms = $3, attempts = $4, first_attempt_at_ms = $5,
+                                events_done = $6, last_error = $7, last_status = $8, targets = $9,
+                                dead_at_ms = $10, dead_reason = $11,
+                                lease_owner = NULL, lease_token = NULL
+                          WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NULL
+                            AND lease_token = $12 AND lease_owner = $13
+                      RETURNING lane, dead_at_ms)
+                     INSERT INTO shoprelay_lane_deltas (lane, pending, dead)
+                     SELECT lane, -1, 1 FROM u WHERE dead_at_ms IS NOT NULL",
                 )
                 .await
                 .map_err(pg_err)?;
@@ -239,11 +245,16 @@ impl PgStore {
             let c = pool.get().await.map_err(pool_err)?;
             let stmt = c
                 .prepare_cached(
-                    "DELETE FROM shoprelay_deliveries d
-                      USING unnest($2::int8[], $3::int2[], $4::int8[]) AS u(w, s, t)
-                      WHERE d.webhook_id = u.w AND d.slot = u.s AND d.lease_token = u.t
-                        AND d.lane = $1 AND d.lease_owner = $5 AND d.dead_at_ms IS NULL
-                  RETURNING d.webhook_id",
+                    "WITH gone AS (
+                         DELETE FROM shoprelay_deliveries d
+                          USING unnest($2::int8[], $3::int2[], $4::int8[]) AS u(w, s, t)
+                          WHERE d.webhook_id = u.w AND d.slot = u.s AND d.lease_token = u.t
+                            AND d.lane = $1 AND d.lease_owner = $5 AND d.dead_at_ms IS NULL
+                      RETURNING d.webhook_id),
+                     counted AS (
+                         INSERT INTO shoprelay_lane_deltas (lane, pending, dead)
+                         SELECT $1, -count(*), 0 FROM gone HAVING count(*) > 0)
+                     SELECT webhook_id FROM gone",
                 )
                 .await
                 .map_err(pg_err)?;

@@ -62,12 +62,17 @@ impl PgStore {
             let c = pool.get().await.map_err(pool_err)?;
             let lane: Option<String> = c
                 .query_opt(
-                    "UPDATE shoprelay_deliveries
-                        SET dead_at_ms = NULL, dead_reason = NULL, due_ms = $3, ready_ms = $3,
-                            attempts = 0, first_attempt_at_ms = NULL,
-                            lease_owner = NULL, lease_token = NULL
-                      WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NOT NULL
-                  RETURNING lane",
+                    "WITH u AS (
+                         UPDATE shoprelay_deliveries
+                            SET dead_at_ms = NULL, dead_reason = NULL, due_ms = $3, ready_ms = $3,
+                                attempts = 0, first_attempt_at_ms = NULL,
+                                lease_owner = NULL, lease_token = NULL
+                          WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NOT NULL
+                      RETURNING lane),
+                     counted AS (
+                         INSERT INTO shoprelay_lane_deltas (lane, pending, dead)
+                         SELECT lane, 1, -1 FROM u)
+                     SELECT lane FROM u",
                     &[&to_i64(id.webhook), &(id.slot as i16), &to_i64(now_ms)],
                 )
                 .await
@@ -86,9 +91,14 @@ impl PgStore {
             let c = pool.get().await.map_err(pool_err)?;
             let gone: Vec<i64> = c
                 .query(
-                    "DELETE FROM shoprelay_deliveries
-                      WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NOT NULL
-                  RETURNING webhook_id",
+                    "WITH gone AS (
+                         DELETE FROM shoprelay_deliveries
+                          WHERE webhook_id = $1 AND slot = $2 AND dead_at_ms IS NOT NULL
+                      RETURNING webhook_id, lane),
+                     counted AS (
+                         INSERT INTO shoprelay_lane_deltas (lane, pending, dead)
+                         SELECT lane, 0, -1 FROM gone)
+                     SELECT webhook_id FROM gone",
                     &[&to_i64(id.webhook), &(id.slot as i16)],
                 )
                 .await

@@ -104,13 +104,7 @@ async fn listen_once(
         .map_err(|e| e.to_string())?;
     // Whatever was notified before this point was missed: look at every lane.
     if let Ok(c) = pool.get().await {
-        if let Ok(rows) = c
-            .query(
-                "SELECT DISTINCT lane FROM shoprelay_deliveries WHERE dead_at_ms IS NULL",
-                &[],
-            )
-            .await
-        {
+        if let Ok(rows) = c.query(super::retention::LANES, &[]).await {
             for r in rows {
                 wake(r.get::<_, &str>(0));
             }

@@ -77,6 +77,9 @@ pub struct PgStore {
     /// When retention last ran (it runs from `flush`, at most every
     /// `retention::EVERY`).
     last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When the lane counts were last folded (also from `flush`, at most
+    /// every `retention::FOLD_EVERY`).
+    last_fold: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl PgStore {
@@ -136,6 +139,7 @@ impl PgStore {
             instance: rand::random(),
             reachable: Arc::new(AtomicBool::new(true)),
             last_sweep: Default::default(),
+            last_fold: Default::default(),
         };
         store.call(|pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;

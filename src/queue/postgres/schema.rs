@@ -100,6 +100,35 @@ CREATE TABLE shoprelay_identity (
 CREATE INDEX shoprelay_identity_seen ON shoprelay_identity (seen_at_ms);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "counts per lane",
+        sql: r#"
+-- Pending and dead deliveries per lane, so stats and /metrics never count the
+-- backlog. Every statement that adds, buries, replays or removes deliveries
+-- inserts its change here, in its own transaction (inserts only: writers
+-- never wait on each other for it).
+CREATE TABLE shoprelay_lane_deltas (
+    lane     text COLLATE "C" NOT NULL,
+    pending  bigint NOT NULL,
+    dead     bigint NOT NULL
+);
+-- What the deltas add up to: a relay folds them in every second. The counts
+-- are this table plus the deltas not folded yet, read in one snapshot.
+CREATE TABLE shoprelay_lane_counts (
+    lane     text COLLATE "C" PRIMARY KEY,
+    pending  bigint NOT NULL,
+    dead     bigint NOT NULL
+);
+INSERT INTO shoprelay_lane_counts (lane, pending, dead)
+SELECT lane, count(*) FILTER (WHERE dead_at_ms IS NULL), count(*) FILTER (WHERE dead_at_ms IS NOT NULL)
+  FROM shoprelay_deliveries GROUP BY lane;
+-- In-flight deliveries by due time: with the ready index, a lane's oldest
+-- due time in two index seeks.
+CREATE INDEX shoprelay_deliveries_leased ON shoprelay_deliveries (lane, due_ms)
+    WHERE lease_token IS NOT NULL AND dead_at_ms IS NULL;
+"#,
+    },
 ];
 
 /// The newest schema version this binary knows.

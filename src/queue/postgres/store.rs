@@ -127,8 +127,10 @@ impl Store for PgStore {
         self.identity_remove_before(before_ms)
     }
 
-    /// Every write is durable at its COMMIT; this runs retention.
+    /// Every write is durable at its COMMIT; this folds the lane counts and
+    /// runs retention.
     fn flush(&self) -> Result<(), StoreError> {
+        self.fold();
         self.sweep()
     }
 
