@@ -33,6 +33,19 @@
 //! cargo run --release --example loadgen -- --spawn-binary --destinations 1 --duration 10 --vs-ceiling
 //! ```
 //!
+//! PostgreSQL: `--storage-url URL` runs the relays on `[storage] backend =
+//! "postgres"` (each run in a fresh schema `loadgen_RUN` of that database,
+//! dropped at the end), `--relays N` starts N relays on it and spreads the
+//! connections over them round robin, and `--pg-data DIR` (the server's data
+//! dir) adds the server's CPU to the report. The report adds the database's
+//! commits, webhooks per commit and WAL per webhook. `scripts/bench-postgres`
+//! runs it against a throwaway server on this machine:
+//!
+//! ```text
+//! scripts/bench-postgres --spawn-binary --destinations 1 --backlog --duration 10
+//! scripts/bench-postgres --spawn-binary --relays 2 --destinations 1 --backlog --duration 10
+//! ```
+//!
 //! Latency: ack latency is measured from when the request was sent and from
 //! when it was scheduled; end-to-end latency (scheduled send → first arrival
 //! at a destination) is always measured from the schedule, so a generator that
@@ -115,6 +128,21 @@ struct Args {
     /// The ceiling binary for --vs-ceiling (cargo build --release --examples).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/examples/ceiling"))]
     ceiling_binary: PathBuf,
+    /// Run the relays on PostgreSQL at this URL (`[storage] backend =
+    /// "postgres"`), each run in a fresh schema of its own.
+    #[arg(long)]
+    storage_url: Option<String>,
+    /// `[storage] pool_size` of each relay, with --storage-url.
+    #[arg(long, default_value_t = 16)]
+    pool_size: usize,
+    /// Relays on the one database (needs --storage-url); the connections
+    /// are spread over them round robin.
+    #[arg(long, default_value_t = 1)]
+    relays: usize,
+    /// The PostgreSQL server's data dir (its postmaster.pid): its CPU, the
+    /// postmaster and every backend, is reported next to the relay's.
+    #[arg(long)]
+    pg_data: Option<PathBuf>,
 }
 
 /// Lock-free log-linear histogram of microseconds (HDR-style, < 1% error).
@@ -336,7 +364,12 @@ async fn start_destinations(
     (addrs, tasks)
 }
 
-fn relay_toml(data: &std::path::Path, dests: &[SocketAddr], args: &Args) -> String {
+fn relay_toml(
+    data: &std::path::Path,
+    dests: &[SocketAddr],
+    args: &Args,
+    storage: Option<&str>,
+) -> String {
     let names: Vec<String> = (0..dests.len()).map(|d| format!("\"d{d}\"")).collect();
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
@@ -352,7 +385,124 @@ fn relay_toml(data: &std::path::Path, dests: &[SocketAddr], args: &Args) -> Stri
             args.dest_concurrency
         ));
     }
+    if let Some(url) = storage {
+        t.push_str(&format!(
+            "\n[storage]\nbackend = \"postgres\"\nurl = {url:?}\npool_size = {}\n",
+            args.pool_size
+        ));
+    }
     t
+}
+
+/// The database side of a run on PostgreSQL: a schema of the run's own, and
+/// what the server did meanwhile.
+mod db {
+    use shoprelay::queue::postgres::tls;
+
+    /// Connects to `url` as the relay would (sslmode and all).
+    async fn connect(url: &str) -> tokio_postgres::Client {
+        let target = tls::parse(url).unwrap_or_else(|e| panic!("--storage-url: {e}"));
+        let connector = target
+            .connector()
+            .unwrap_or_else(|e| panic!("--storage-url: {e}"));
+        let (client, conn) = target
+            .pg
+            .connect(connector)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to --storage-url: {e}"));
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Creates schema `loadgen_RUN`; returns the URL whose connections use it.
+    pub async fn fresh_schema(url: &str, run: &str) -> String {
+        let c = connect(url).await;
+        c.batch_execute(&format!("CREATE SCHEMA loadgen_{run}"))
+            .await
+            .expect("create the run's schema");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-c%20search_path%3Dloadgen_{run}")
+    }
+
+    pub async fn drop_schema(url: &str, run: &str) {
+        let c = connect(url).await;
+        if let Err(e) = c
+            .batch_execute(&format!("DROP SCHEMA loadgen_{run} CASCADE"))
+            .await
+        {
+            eprintln!("could not drop schema loadgen_{run}: {e}");
+        }
+    }
+
+    /// The server's counters that tell where a webhook's cost goes.
+    #[derive(Clone, Copy, Default)]
+    pub struct Counters {
+        pub commits: i64,
+        pub wal_bytes: f64,
+        pub wal_syncs: i64,
+    }
+
+    pub async fn counters(url: &str) -> Counters {
+        let c = connect(url).await;
+        let commits: i64 = c
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        // pg_stat_wal is PostgreSQL 14+.
+        let (wal_bytes, wal_syncs) = c
+            .query_one("SELECT wal_bytes::float8, wal_sync FROM pg_stat_wal", &[])
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap_or((0.0, 0));
+        Counters {
+            commits,
+            wal_bytes,
+            wal_syncs,
+        }
+    }
+}
+
+/// CPU seconds of the PostgreSQL server whose data dir is `data`: the
+/// postmaster with its reaped children, and its live backends.
+fn pg_cpu_secs(data: &std::path::Path) -> f64 {
+    let Some(pm) = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+    else {
+        return 0.0;
+    };
+    let fields = |pid: &str| -> Option<Vec<String>> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        Some(rest.split_whitespace().map(str::to_string).collect())
+    };
+    let secs = |f: &[String], from: usize, to: usize| -> f64 {
+        f[from..=to]
+            .iter()
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum::<f64>()
+            / 100.0
+    };
+    // utime, stime, cutime, cstime are fields 11..=14 after the comm.
+    let mut total = fields(&pm).map_or(0.0, |f| secs(&f, 11, 14));
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if let Some(f) = fields(&pid) {
+                if f.get(1).map(String::as_str) == Some(pm.as_str()) {
+                    total += secs(&f, 11, 12);
+                }
+            }
+        }
+    }
+    total
 }
 
 /// A relay the generator runs: in this process, or the real binary.
@@ -459,8 +609,9 @@ fn relay_pid(relay: &Relay) -> Option<String> {
 }
 
 struct Sender {
-    addr: String,
-    head: Vec<u8>,
+    /// `host:port` and request head of each relay; connection `i` sends to
+    /// target `i % len` (round robin by connection).
+    targets: Vec<(String, Vec<u8>)>,
     body: Bytes,
     ledger: Arc<Ledger>,
     rate: f64,
@@ -535,10 +686,10 @@ impl Conn {
 }
 
 /// The request for webhook `n`: the fixed head, its two ids, the shared body.
-fn request(out: &mut Vec<u8>, s: &Sender, n: u64) {
+fn request(out: &mut Vec<u8>, s: &Sender, head: &[u8], n: u64) {
     use std::io::Write;
     out.clear();
-    out.extend_from_slice(&s.head);
+    out.extend_from_slice(head);
     let run = &s.ledger.run;
     let _ = write!(
         out,
@@ -563,10 +714,11 @@ fn request_head(url: &str, body_len: usize, signature: &str) -> (String, Vec<u8>
     (addr, head.into_bytes())
 }
 
-async fn send_loop(s: Arc<Sender>) {
+async fn send_loop(s: Arc<Sender>, i: usize) {
     let l = &s.ledger;
+    let (addr, head) = &s.targets[i % s.targets.len()];
     let mut conn: Option<Conn> = None;
-    let mut req = Vec::with_capacity(s.head.len() + s.body.len() + 128);
+    let mut req = Vec::with_capacity(head.len() + s.body.len() + 128);
     loop {
         let n = l.issued.fetch_add(1, Relaxed);
         if n >= s.count {
@@ -592,13 +744,13 @@ async fn send_loop(s: Arc<Sender>) {
         if let Some(slot) = l.scheduled.get(n) {
             slot.store(sched_us + 1, Relaxed);
         }
-        request(&mut req, &s, n);
+        request(&mut req, &s, head, n);
         let sent_at = Instant::now();
         l.sent.fetch_add(1, Relaxed);
         let answer = async {
             let c = match &mut conn {
                 Some(c) => c,
-                None => conn.insert(Conn::open(&s.addr).await?),
+                None => conn.insert(Conn::open(addr).await?),
             };
             c.round_trip(&req).await
         };
@@ -713,7 +865,7 @@ impl Kind {
 /// The load of a run, as printed in its first line.
 fn load_line(args: &Args, body_len: usize) -> String {
     format!(
-        "{} connections, rate {}, duration {}s, count {}, {} destinations, body {body_len} bytes{}",
+        "{} connections, rate {}, duration {}s, count {}, {} destinations, body {body_len} bytes{}{}",
         args.connections,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -727,6 +879,15 @@ fn load_line(args: &Args, body_len: usize) -> String {
             ", destinations down while sending"
         } else {
             ""
+        },
+        match &args.storage_url {
+            Some(u) => format!(
+                ", {} relay(s) on PostgreSQL {} (pool {})",
+                args.relays,
+                shoprelay::config::masked_url(u),
+                args.pool_size
+            ),
+            None => String::new(),
         }
     )
 }
@@ -768,21 +929,23 @@ fn spawn_rss_sampler(
 }
 
 /// Sends the load the arguments describe (connections, rate, duration,
-/// count) to `url`, counting into `ledger`: the one sender both the relay and
-/// the ceiling are measured with. Returns the seconds from the start of
-/// sending to the last answer.
+/// count) to `urls` (connections spread over them round robin), counting
+/// into `ledger`: the one sender both the relay and the ceiling are measured
+/// with. Returns the seconds from the start of sending to the last answer.
 async fn send_load(
-    url: &str,
+    urls: &[String],
     body: &Bytes,
     signature: &str,
     ledger: &Arc<Ledger>,
     args: &Args,
 ) -> f64 {
-    let (addr, head) = request_head(url, body.len(), signature);
+    let targets = urls
+        .iter()
+        .map(|u| request_head(u, body.len(), signature))
+        .collect();
     let start = Instant::now();
     let sender = Arc::new(Sender {
-        addr,
-        head,
+        targets,
         body: body.clone(),
         ledger: ledger.clone(),
         rate: args.rate,
@@ -791,7 +954,7 @@ async fn send_load(
         deadline: start + Duration::from_secs_f64(args.duration),
     });
     let senders: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(send_loop(sender.clone())))
+        .map(|i| tokio::spawn(send_loop(sender.clone(), i)))
         .collect();
     for s in senders {
         let _ = s.await;
@@ -817,59 +980,108 @@ struct RelayRun {
     delivered: u64,
     last_us: u64,
     balanced: bool,
+    /// With --storage-url: the server's counters over the sending.
+    db: Option<(db::Counters, db::Counters)>,
+    /// With --pg-data: the server's CPU seconds while sending.
+    pg_cpu: Option<f64>,
 }
 
-/// One run against the relay: starts the destinations and the relay, sends
-/// the load, waits for the drain, stops the relay and checks the ledger.
+/// The pids of `relays`, each once (in-process relays are all this process).
+fn relay_pids(relays: &[Relay]) -> Vec<String> {
+    let mut pids: Vec<String> = relays.iter().filter_map(relay_pid).collect();
+    pids.dedup();
+    pids
+}
+
+fn cpu_of(pids: &[String]) -> Option<f64> {
+    (!pids.is_empty()).then(|| pids.iter().map(|p| cpu_secs(p)).sum())
+}
+
+/// One run against the relay: starts the destinations and the relays, sends
+/// the load, waits for the drain, stops the relays and checks the ledger.
 async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &str) -> RelayRun {
     let (down_tx, down_rx) = watch::channel(args.backlog);
     let (dests, dest_tasks) =
         start_destinations(args.destinations, args.dest_port, ledger.clone(), down_rx).await;
 
-    let data = tempfile::tempdir_in(&args.data_root).expect("temp data dir");
-    let toml = relay_toml(&data.path().join("data"), &dests, args);
-    let config = data.path().join("relay.toml");
-    std::fs::write(&config, &toml).expect("write relay.toml");
-    let (mut relay, url) = match Kind::of(args) {
-        Kind::External => (Relay::External, args.target.clone().expect("--target")),
-        Kind::Child => spawn_binary(&args.binary, &config),
-        Kind::InProcess => start_in_process(&toml).await,
+    let storage = match &args.storage_url {
+        Some(url) => Some(db::fresh_schema(url, &ledger.run).await),
+        None => None,
     };
+    let data = tempfile::tempdir_in(&args.data_root).expect("temp data dir");
+    let mut relays = Vec::new();
+    let mut urls = Vec::new();
+    let mut configs = Vec::new();
+    for i in 0..args.relays {
+        let toml = relay_toml(
+            &data.path().join(format!("data{i}")),
+            &dests,
+            args,
+            storage.as_deref(),
+        );
+        let config = data.path().join(format!("relay{i}.toml"));
+        std::fs::write(&config, &toml).expect("write relay.toml");
+        let (relay, url) = match Kind::of(args) {
+            Kind::External => (Relay::External, args.target.clone().expect("--target")),
+            Kind::Child => spawn_binary(&args.binary, &config),
+            Kind::InProcess => start_in_process(&toml).await,
+        };
+        relays.push(relay);
+        urls.push(url);
+        configs.push(config);
+    }
 
-    // RSS sampler: the relay's resident set while sending.
+    // RSS sampler: the relays' resident set while sending (the largest).
     let sampling = Arc::new(AtomicBool::new(true));
     let rss_max = Arc::new(AtomicU64::new(0));
-    let sampler =
-        relay_pid(&relay).map(|pid| spawn_rss_sampler(pid, sampling.clone(), rss_max.clone()));
+    let samplers: Vec<_> = relay_pids(&relays)
+        .into_iter()
+        .map(|pid| spawn_rss_sampler(pid, sampling.clone(), rss_max.clone()))
+        .collect();
     let progress = spawn_progress(ledger.clone());
-    let relay_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let pids = relay_pids(&relays);
+    let relay_cpu0 = cpu_of(&pids);
     let self_cpu0 = cpu_secs("self");
-    let send_secs = send_load(&url, body, signature, &ledger, args).await;
-    let relay_cpu = relay_pid(&relay)
-        .zip(relay_cpu0)
-        .map(|(p, c0)| cpu_secs(&p) - c0);
+    let pg_cpu0 = args.pg_data.as_deref().map(pg_cpu_secs);
+    let db0 = match &storage {
+        Some(url) => Some(db::counters(url).await),
+        None => None,
+    };
+    let send_secs = send_load(&urls, body, signature, &ledger, args).await;
+    let relay_cpu = cpu_of(&pids).zip(relay_cpu0).map(|(c, c0)| c - c0);
     let self_cpu = cpu_secs("self") - self_cpu0;
+    let pg_cpu = args
+        .pg_data
+        .as_deref()
+        .map(pg_cpu_secs)
+        .zip(pg_cpu0)
+        .map(|(c, c0)| c - c0);
+    let db = match (&storage, db0) {
+        (Some(url), Some(c0)) => Some((c0, db::counters(url).await)),
+        _ => None,
+    };
     let delivered_at_send_end: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
     let rss_send_kb = rss_max.load(Relaxed);
 
     let mut restart_secs = None;
     if args.restart {
-        if let Relay::Child { child } = &mut relay {
+        if let Relay::Child { child } = &mut relays[0] {
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
         }
         let t = Instant::now();
-        let (r, url2) = spawn_binary(&args.binary, &config);
-        relay = r;
+        let (r, url2) = spawn_binary(&args.binary, &configs[0]);
+        relays[0] = r;
         let served = time_to_serve(&url2, body, signature, &ledger.run).await;
         restart_secs = Some((t.elapsed().as_secs_f64(), served.as_secs_f64()));
-        if let Some(pid) = relay_pid(&relay) {
+        for pid in relay_pids(&relays) {
             spawn_rss_sampler(pid, sampling.clone(), rss_max.clone());
         }
     }
     // Destinations come back (backlog mode): the drain is timed from here.
     let back_us = ledger.us();
-    let drain_cpu0 = relay_pid(&relay).map(|p| cpu_secs(&p));
+    let pids = relay_pids(&relays);
+    let drain_cpu0 = cpu_of(&pids);
     let _ = down_tx.send(false);
     let acked = ledger.acked.load(Relaxed);
     let want = acked * args.destinations as u64;
@@ -881,15 +1093,13 @@ async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &s
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let drain_cpu = relay_pid(&relay)
-        .zip(drain_cpu0)
-        .map(|(p, c0)| cpu_secs(&p) - c0);
+    let drain_cpu = cpu_of(&pids).zip(drain_cpu0).map(|(c, c0)| c - c0);
     progress.abort();
     sampling.store(false, Relaxed);
-    if let Some(s) = sampler {
+    for s in samplers {
         let _ = s.await;
     }
-    let hwm_kb = relay_pid(&relay).map(|pid| status_kb(&pid, "VmHWM:"));
+    let hwm_kb = pids.iter().map(|pid| status_kb(pid, "VmHWM:")).max();
     let missing = ledger.missing();
     let delivered: u64 = ledger.delivered.iter().map(|d| d.load(Relaxed)).sum();
     let last_us = ledger.last_delivery_us.load(Relaxed);
@@ -902,19 +1112,24 @@ async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &s
         && l.unknown.load(Relaxed) == 0
         && dup_acks == 0;
 
-    match relay {
-        Relay::InProcess { stop, task } => {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    for relay in relays {
+        match relay {
+            Relay::InProcess { stop, task } => {
+                let _ = stop.send(());
+                let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+            }
+            Relay::Child { mut child } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Relay::External => {}
         }
-        Relay::Child { mut child } => {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        Relay::External => {}
     }
     for t in dest_tasks {
         t.abort();
+    }
+    if let Some(url) = &args.storage_url {
+        db::drop_schema(url, &ledger.run).await;
     }
     drop(data);
     RelayRun {
@@ -934,6 +1149,8 @@ async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &s
         delivered,
         last_us,
         balanced,
+        db,
+        pg_cpu,
     }
 }
 
@@ -1005,6 +1222,24 @@ fn print_report(args: &Args, r: &RelayRun) {
             self_cpu * 1e6 / acked_f
         ),
     }
+    if let Some((c0, c1)) = r.db {
+        let commits = (c1.commits - c0.commits).max(1) as f64;
+        let syncs = c1.wal_syncs - c0.wal_syncs;
+        println!(
+            "database while sending: {:.0} commits ({:.0}/s), {:.1} webhooks per commit, {:.1} KB WAL per webhook, {syncs} WAL syncs ({:.1} webhooks per sync)",
+            commits,
+            commits / send_secs,
+            acked_f / commits,
+            (c1.wal_bytes - c0.wal_bytes) / acked_f / 1024.0,
+            acked_f / syncs.max(1) as f64,
+        );
+    }
+    if let Some(c) = r.pg_cpu {
+        println!(
+            "cpu while sending: PostgreSQL {c:.2}s = {:.0} µs per acked webhook",
+            c * 1e6 / acked_f
+        );
+    }
     println!("--- latency");
     println!("{}", l.ack_latency.line("ack (from send)"));
     println!("{}", l.ack_from_schedule.line("ack (from schedule)"));
@@ -1019,7 +1254,8 @@ fn print_report(args: &Args, r: &RelayRun) {
             r.rss_send_kb / 1024
         ),
         (Kind::Child, Some(h)) => println!(
-            "relay process: VmHWM {} MB{}, max sampled VmRSS while sending {} MB, max overall {} MB",
+            "relay process{}: VmHWM {} MB{}, max sampled VmRSS while sending {} MB, max overall {} MB",
+            if args.relays > 1 { "es (largest)" } else { "" },
             h / 1024,
             if args.restart {
                 " (restarted process)"
@@ -1073,7 +1309,7 @@ fn spawn_ceiling(binary: &std::path::Path) -> (std::process::Child, String) {
 async fn ceiling_run(args: &Args, ledger: &Arc<Ledger>, body: &Bytes, signature: &str) -> f64 {
     let (mut child, url) = spawn_ceiling(&args.ceiling_binary);
     let progress = spawn_progress(ledger.clone());
-    let secs = send_load(&url, body, signature, ledger, args).await;
+    let secs = send_load(&[url], body, signature, ledger, args).await;
     progress.abort();
     let _ = child.kill();
     let _ = child.wait();
@@ -1170,6 +1406,19 @@ async fn main() {
         "--restart does not go with --vs-ceiling"
     );
     assert!(args.rounds >= 1, "--rounds is at least 1");
+    assert!(args.relays >= 1, "--relays is at least 1");
+    assert!(
+        args.relays == 1 || args.storage_url.is_some(),
+        "--relays above 1 needs --storage-url (relays share a queue only in PostgreSQL)"
+    );
+    assert!(
+        !(args.restart && args.relays > 1),
+        "--restart runs with one relay"
+    );
+    assert!(
+        args.target.is_none() || args.storage_url.is_none(),
+        "--storage-url configures relays this generator starts, not --target"
+    );
     let (body, signature) = payload();
     if args.vs_ceiling {
         if !vs_ceiling(&args, &body, &signature).await {
