@@ -3,7 +3,7 @@
 //! checkpoints like the rest of the index. What a crash loses since the last
 //! checkpoint is learned again: the deliveries that taught it are after the
 //! lanes' checkpointed cursors, so they are mapped again. A rebuilt index
-//! starts with an empty map (README → Storage).
+//! starts with an empty map (docs/STORAGE.md).
 
 use ::sled::Batch;
 

@@ -531,7 +531,7 @@ fn a_dead_letter_keeps_its_log_segment_while_the_disk_is_short_and_its_own_segme
     );
 }
 
-/// What the README says of a rebuilt index: dead letters come back from the
+/// What docs/STORAGE.md says of a rebuilt index: dead letters come back from the
 /// dead-letter log, with a reason saying so, and one purged since comes back
 /// too (the dead-letter log keeps no record of purges).
 #[test]
