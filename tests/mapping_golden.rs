@@ -6,13 +6,53 @@
 //!
 //! Below the golden test: the `[mapping]` options, each against one fixture.
 
-mod mapping_support;
+#[path = "mapping_support/fixtures.rs"]
+mod fixtures;
+#[path = "mapping_support/webhook.rs"]
+mod webhook;
 
-use mapping_support::{fixture, fixtures};
+use std::path::PathBuf;
+
+use fixtures::{Fixture, fixtures_dir};
 use serde_json::{Value, json};
 use shoprelay::config::{MappingConfig, Naming, UserIdRule};
 use shoprelay::event::{Call, Event};
 use shoprelay::mapping::map;
+use shoprelay::sources::Webhook;
+
+/// A fixture payload with its label (`shopify/orders__create.guest`).
+struct Labelled {
+    label: String,
+    fixture: Fixture,
+}
+
+impl Labelled {
+    /// The webhook, its ids seeded by the label.
+    fn webhook(&self) -> Webhook {
+        let f = &self.fixture;
+        webhook::webhook(f.kind, &f.topic, &self.label, &f.body)
+    }
+
+    /// Where the expected events live: beside the payload.
+    fn expected_path(&self) -> PathBuf {
+        fixtures_dir().join(format!("{}.expected.json", self.label))
+    }
+}
+
+fn fixtures() -> Vec<Labelled> {
+    fixtures::fixtures()
+        .into_iter()
+        .map(|(label, fixture)| Labelled { label, fixture })
+        .collect()
+}
+
+/// The fixture with this label, e.g. `shopify/orders__create`.
+fn fixture(label: &str) -> Labelled {
+    fixtures()
+        .into_iter()
+        .find(|f| f.label == label)
+        .unwrap_or_else(|| panic!("no fixture {label}"))
+}
 
 /// What a fixture maps to, in the shape of its expected file.
 fn actual(result: &Result<Vec<Event>, shoprelay::mapping::MapError>) -> Value {

@@ -4,9 +4,12 @@
 //! `user_id = "customer_id"`. `tests/it/identity.rs` runs the same sequence
 //! through the real relay.
 
-mod mapping_support;
+#[path = "mapping_support/sequence.rs"]
+mod sequence;
+#[path = "mapping_support/webhook.rs"]
+mod webhook;
 
-use mapping_support::sequence::{self, ANN_ID, ANN_ORDER, Step};
+use sequence::{ANN_ID, ANN_ORDER, Step};
 use serde_json::{Value, json};
 use shoprelay::config::{MappingConfig, UserIdRule};
 use shoprelay::mapping::map_known;
@@ -25,7 +28,7 @@ fn map_learn(
     body: &Value,
 ) -> Vec<Value> {
     let bytes = serde_json::to_vec(body).unwrap();
-    let webhook = mapping_support::webhook(SourceKind::Shopify, topic, seed, &bytes);
+    let webhook = webhook::webhook(SourceKind::Shopify, topic, seed, &bytes);
     let scope = shoprelay::mapping::scope(webhook.meta()).to_owned();
     let known = StoreKnown::new(store, &scope);
     let (events, learned) = map_known(&webhook, cfg, &known).unwrap();
@@ -57,7 +60,7 @@ fn the_same_sequence_knowing_nothing_splits_the_profile() {
     let steps = sequence::steps();
     let cfg = MappingConfig::default();
     let bytes = serde_json::to_vec(&steps[5].body).unwrap();
-    let webhook = mapping_support::webhook(SourceKind::Shopify, steps[5].topic, "x", &bytes);
+    let webhook = webhook::webhook(SourceKind::Shopify, steps[5].topic, "x", &bytes);
     let events = shoprelay::mapping::map(&webhook, &cfg).unwrap();
     assert!(events[0].as_value().get("userId").is_none());
     assert!(events[0].as_value()["properties"].get("currency").is_none());

@@ -5,7 +5,12 @@
 //!
 //! Without node the test is skipped with a note, unless `CI` is set: there it fails.
 
-mod mapping_support;
+#[path = "mapping_support/fixtures.rs"]
+mod fixtures;
+#[path = "mapping_support/strategies.rs"]
+mod strategies;
+#[path = "mapping_support/webhook.rs"]
+mod webhook;
 
 use std::io::Write;
 use std::process::Command;
@@ -49,9 +54,9 @@ fn events_json() -> Vec<String> {
             ..MappingConfig::default()
         },
     ];
-    let mut bodies: Vec<(SourceKind, String, Vec<u8>)> = mapping_support::fixtures()
+    let mut bodies: Vec<(SourceKind, String, Vec<u8>)> = fixtures::fixtures()
         .into_iter()
-        .map(|f| (f.kind, f.topic, f.body))
+        .map(|(_, f)| (f.kind, f.topic, f.body))
         .collect();
     for topic in shoprelay::mapping::topics().chain(["inventory_levels/update"]) {
         for sample in SAMPLES {
@@ -64,10 +69,7 @@ fn events_json() -> Vec<String> {
     }
     // proptest-generated bodies, from a fixed seed so failures reproduce.
     let mut runner = TestRunner::deterministic();
-    let strategy = (
-        mapping_support::strategies::topic(),
-        mapping_support::strategies::body(),
-    );
+    let strategy = (strategies::topic(), strategies::body());
     for _ in 0..400 {
         let (topic, body) = strategy.new_tree(&mut runner).expect("generate").current();
         let bytes = serde_json::to_vec(&body).expect("serialise");
@@ -75,7 +77,7 @@ fn events_json() -> Vec<String> {
     }
     let mut out = Vec::new();
     for (kind, topic, body) in &bodies {
-        let webhook = mapping_support::webhook(*kind, topic, "node", body);
+        let webhook = webhook::webhook(*kind, topic, "node", body);
         for cfg in &configs {
             if let Ok(events) = map(&webhook, cfg) {
                 out.extend(events.iter().map(|e| e.to_json()));

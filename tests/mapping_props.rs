@@ -3,15 +3,20 @@
 //! every topic of the table never panics, and every event produced is a valid
 //! Segment call whose JSON JavaScript would re-print unchanged.
 
-mod mapping_support;
+#[path = "mapping_support/fixtures.rs"]
+mod fixtures;
+#[path = "mapping_support/strategies.rs"]
+mod strategies;
+#[path = "mapping_support/webhook.rs"]
+mod webhook;
 
-use mapping_support::strategies::{SECRET, body, json, key, topic};
 use proptest::prelude::*;
 use serde_json::Value;
 use shoprelay::config::{MappingConfig, Naming, UserIdRule};
 use shoprelay::event::{Call, Event};
 use shoprelay::mapping::{map, topics};
 use shoprelay::sources::SourceKind;
+use strategies::{SECRET, body, json, key, topic};
 
 fn configs() -> [MappingConfig; 2] {
     let mut odd = MappingConfig {
@@ -83,7 +88,7 @@ pub fn check_event(event: &Event) {
 }
 
 fn check_all(kind: SourceKind, topic: &str, body: &[u8]) {
-    let webhook = mapping_support::webhook(kind, topic, "prop", body);
+    let webhook = webhook::webhook(kind, topic, "prop", body);
     for cfg in configs() {
         let events = match map(&webhook, &cfg) {
             Ok(events) => events,
@@ -126,8 +131,8 @@ proptest! {
     /// A real fixture with one field replaced by arbitrary JSON.
     #[test]
     fn fixtures_with_one_field_replaced(index in any::<prop::sample::Index>(), key in key(), value in json()) {
-        let all = mapping_support::fixtures();
-        let f = index.get(&all);
+        let all = fixtures::fixtures();
+        let (_, f) = index.get(&all);
         let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&f.body) else { return Ok(()) };
         body.insert(key, value);
         let bytes = serde_json::to_vec(&body).expect("serialise");
@@ -163,8 +168,7 @@ fn big_arrays_map() {
         r#"{{"id":1,"email":"a@b.c","line_items":[{}]}}"#,
         vec![item; 50_000].join(",")
     );
-    let webhook =
-        mapping_support::webhook(SourceKind::Shopify, "orders/create", "big", body.as_bytes());
+    let webhook = webhook::webhook(SourceKind::Shopify, "orders/create", "big", body.as_bytes());
     let events = map(&webhook, &MappingConfig::default()).expect("maps");
     let track = events.last().expect("track");
     check_event(track);

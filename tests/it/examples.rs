@@ -1,7 +1,7 @@
 //! `examples/node-receiver.js`, which verifies `X-Signature` exactly as Segment's
 //! docs do (HMAC-SHA1 over `JSON.stringify(JSON.parse(body))`), accepts every
 //! delivery of the relay, for `webhook` and `webhook-batch` (needs `node`);
-//! so does `examples/receiver.rs`.
+//! so does `examples/receiver/`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,8 +11,7 @@ use crate::common::cli::{admin, send_test};
 use crate::common::relay::{Dest, Opts, Relay, SECRET};
 use crate::common::{until, within};
 
-#[path = "../../examples/receiver.rs"]
-#[allow(dead_code)]
+#[path = "../../examples/receiver/routes.rs"]
 mod rust_receiver;
 
 const RX_SECRET: &str = "node-receiver-secret";
@@ -90,7 +89,7 @@ async fn rust_receiver_verifies_every_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_receiver_verifies_every_delivery_the_segment_way() {
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("node is not installed; skipping");
+        crate::common::skip("node is not installed");
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/node-receiver.js");

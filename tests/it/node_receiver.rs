@@ -38,8 +38,7 @@ async fn a_segment_style_node_receiver_verifies_every_event() {
         .stderr(Stdio::null())
         .spawn();
     let Ok(node) = node else {
-        assert!(std::env::var_os("CI").is_none(), "node is required in CI");
-        eprintln!("skipped: node is not installed");
+        crate::common::skip("node is not installed");
         return;
     };
     // Killed on drop, so a failing assertion never leaves node running.

@@ -1,7 +1,6 @@
 //! A real local HTTP receiver whose answers the test controls, recording
 //! every request it gets.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -52,7 +51,6 @@ impl Answer {
 pub type Script = Arc<dyn Fn(usize) -> Answer + Send + Sync>;
 
 pub struct TestReceiver {
-    pub addr: SocketAddr,
     pub url: String,
     log: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
@@ -102,7 +100,6 @@ impl TestReceiver {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(warp::serve(route).incoming(listener).run());
         TestReceiver {
-            addr,
             url: format!("http://{addr}/events"),
             log,
             script,
