@@ -314,5 +314,4 @@ fn digits(s: &str, n: usize) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[path = "classify_tests.rs"]
 mod tests;

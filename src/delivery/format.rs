@@ -280,5 +280,4 @@ fn set(headers: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, value: He
 }
 
 #[cfg(test)]
-#[path = "format_tests.rs"]
 pub(super) mod tests;

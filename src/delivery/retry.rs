@@ -96,5 +96,4 @@ fn millis_ceil(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-#[path = "retry_tests.rs"]
 mod tests;

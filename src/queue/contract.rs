@@ -1,7 +1,7 @@
 //! The contract every `Store` backend keeps. Each check takes a function
 //! that opens the backend on a directory; [`store_contract!`] makes one
 //! `#[test]` per check for a backend (the embedded one in
-//! `embedded/tests.rs`; a PostgreSQL one runs the same list).
+//! `embedded/tests/mod.rs`; a PostgreSQL one runs the same list).
 
 use std::path::Path;
 
