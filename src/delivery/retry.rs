@@ -78,13 +78,8 @@ pub fn next_step(
 /// The dead-letter reason when the window closes, e.g.
 /// `gave up after 14 attempts over 4h: HTTP 503 Service Unavailable`.
 pub fn give_up_reason(attempts: u32, cfg: &RetryConfig, last_error: &str) -> String {
-    let s = cfg.max_age.as_secs();
-    let window = match s {
-        0 => format!("{}ms", cfg.max_age.as_millis()),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
-    };
+    // As relay.toml writes it, and as `check` prints it.
+    let window = crate::config::format_duration(cfg.max_age);
     let plural = if attempts == 1 { "" } else { "s" };
     format!("gave up after {attempts} attempt{plural} over {window}: {last_error}")
 }

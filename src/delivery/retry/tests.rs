@@ -196,17 +196,17 @@ fn give_up_reason_table() {
         (
             1,
             Duration::from_secs(90 * 60),
-            "gave up after 1 attempt over 90m: HTTP 503",
+            "gave up after 1 attempt over 1h30m: HTTP 503",
         ),
         (
             2,
             Duration::from_secs(61),
-            "gave up after 2 attempts over 61s: HTTP 503",
+            "gave up after 2 attempts over 1m1s: HTTP 503",
         ),
         (
             1,
             Duration::ZERO,
-            "gave up after 1 attempt over 0ms: HTTP 503",
+            "gave up after 1 attempt over 0s: HTTP 503",
         ),
     ] {
         assert_eq!(give_up_reason(attempts, &window(max_age), "HTTP 503"), want);

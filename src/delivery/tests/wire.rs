@@ -231,8 +231,8 @@ async fn a_decision_logs_our_words_and_stores_the_answer() {
         (
             503,
             Duration::ZERO,
-            "gave up after 1 attempt over 0ms: HTTP 503 Service Unavailable (Retry-After 3s)",
-            "gave up after 1 attempt over 0ms: HTTP 503 Service Unavailable (Retry-After 3s): nope not here",
+            "gave up after 1 attempt over 0s: HTTP 503 Service Unavailable (Retry-After 3s)",
+            "gave up after 1 attempt over 0s: HTTP 503 Service Unavailable (Retry-After 3s): nope not here",
         ),
         (
             400,
