@@ -37,18 +37,33 @@ pub fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
-/// `2026-11-23T11:42:37.123Z`: UTC with milliseconds, the form the Segment spec uses.
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC with milliseconds (the form the Segment spec
+/// uses) of `ms` since the Unix epoch (negative: before it), or `None` outside
+/// years 0000–9999, which the form cannot hold.
+pub fn iso8601(ms: i64) -> Option<String> {
+    let (days, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let (secs, millis) = (in_day / 1000, in_day % 1000);
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
+}
+
+/// `2026-11-23T11:42:37.123Z` for a time that always exists (now, a receive
+/// time, a dead letter's): [`iso8601`], clamped into years up to 9999.
 pub fn iso8601_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
+    let max = days_from_civil(10_000, 1, 1) * DAY_MS - 1;
+    let ms = i64::try_from(ms).unwrap_or(max).min(max);
+    iso8601(ms).unwrap_or_default()
 }
 
 /// Now, ms since the Unix epoch.

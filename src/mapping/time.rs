@@ -5,17 +5,14 @@
 //! RFC 3339 style times and write one format. Fractions beyond milliseconds are
 //! truncated, never rounded, so a time never moves into the next second.
 
-/// Milliseconds in a day.
-const DAY_MS: i64 = 86_400_000;
+// Times are written by `crate::timefmt`, the one formatter; the receive time,
+// which always exists, is clamped into the printable range.
+pub(crate) use crate::timefmt::iso8601_ms as from_unix_ms;
+use crate::timefmt::{DAY_MS, iso8601 as format};
 
 // The calendar lives in `crate::timefmt`; these adapt it to this parser's i64 fields.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     crate::timefmt::days_from_civil(year, month as u32, day as u32)
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let (y, m, d) = crate::timefmt::civil_from_days(days);
-    (y, i64::from(m), i64::from(d))
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -121,32 +118,9 @@ pub(crate) fn parse(text: &str) -> Option<i64> {
     Some(local - offset_minutes * 60_000)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, or `None` outside years 0000–9999.
-pub(crate) fn format(ms: i64) -> Option<String> {
-    let (days, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
-    let (year, month, day) = civil_from_days(days);
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    let (secs, millis) = (in_day / 1000, in_day % 1000);
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    ))
-}
-
 /// A payload time in Segment's form, if it parses and lands in years 0000–9999.
 pub(crate) fn normalize(text: &str) -> Option<String> {
     parse(text).and_then(format)
-}
-
-/// The receive time, which always exists; clamped into the printable range.
-pub(crate) fn from_unix_ms(ms: u64) -> String {
-    let max = days_from_civil(10_000, 1, 1) * DAY_MS - 1;
-    let ms = i64::try_from(ms).unwrap_or(max).min(max);
-    format(ms).unwrap_or_default()
 }
 
 #[cfg(test)]
