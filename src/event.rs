@@ -123,8 +123,8 @@ impl Event {
         }
     }
 
-    /// Rebuilds an event from its [`Event::to_json`] text, e.g. read back from the
-    /// queue. The bytes are kept exactly (key order and number text survive the
+    /// Rebuilds an event from its [`Event::to_json`] text (the queue holds webhooks,
+    /// not events: this is for reading events back in tests and tools). The bytes are kept exactly (key order and number text survive the
     /// round trip), so a re-sent event is signed over the same bytes.
     pub fn from_json(json: &str) -> Result<Event, InvalidEvent> {
         let value: Value = serde_json::from_str(json)?;

@@ -50,15 +50,15 @@ fn family(name: &str) -> Family {
             ("Requests refused, by source and reason.", "counter")
         }
         "shoprelay_deliveries_total" => (
-            "Delivery attempts, by destination and outcome (delivered, retry, dead).",
+            "Delivery attempts, by lane (a destination, or a first-success source) and outcome (delivered, retry, dead).",
             "counter",
         ),
         "shoprelay_dead_letters_total" => (
-            "Deliveries moved to the dead letters, by destination.",
+            "Deliveries moved to the dead letters, by lane.",
             "counter",
         ),
         "shoprelay_delivery_latency_seconds" => (
-            "Time from accept to successful delivery, by destination.",
+            "Time from accept to successful delivery, by lane.",
             "histogram",
         ),
         "shoprelay_commit_batch_size" => (

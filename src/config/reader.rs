@@ -87,7 +87,8 @@ impl<'a> Reader<'a> {
         Some(v)
     }
 
-    /// A string, after `${VAR}` interpolation. `secret` keeps the value out of messages.
+    /// A string, after `${VAR}` interpolation. A failed interpolation's problem names
+    /// the variable, never a value, so a secret's value stays out of messages.
     pub fn string(&self, name: &str) -> Option<String> {
         let v = self.get(name)?;
         self.interp_value(&self.key(name), v)
