@@ -395,6 +395,13 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
     } else {
         Some(100)
     };
+    let filter = program(r, "filter");
+    let transform = program(r, "transform");
+    let rate_limit = if r.has("rate_limit") {
+        r.parsed("rate_limit", parse_rate_limit).map(Some)
+    } else {
+        Some(None)
+    };
     Some(DestinationConfig {
         url: url?,
         format: format?,
@@ -406,7 +413,33 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
         concurrency: concurrency?,
         batch_size: batch_size?,
         linger: linger?,
+        filter: filter?,
+        transform: transform?,
+        rate_limit: rate_limit?,
     })
+}
+
+/// An optional jq program: `Some(None)` when absent, `None` when it does not
+/// compile (reported with its key and where in the program).
+fn program(r: &Reader<'_>, name: &str) -> Option<Option<JqProgram>> {
+    if !r.has(name) {
+        return Some(None);
+    }
+    let source = r.string(name)?;
+    if source.trim().is_empty() {
+        r.problem(
+            name,
+            "is empty; remove the key to send every event unchanged",
+        );
+        return None;
+    }
+    match JqProgram::compile(&source) {
+        Ok(p) => Some(Some(p)),
+        Err(e) => {
+            r.problem(name, e.to_string());
+            None
+        }
+    }
 }
 
 fn duration_or(r: &Reader<'_>, name: &str, default: Duration) -> Option<Duration> {

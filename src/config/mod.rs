@@ -7,8 +7,10 @@
 
 mod duration;
 mod interp;
+pub mod jq;
 mod limits;
 mod mapping;
+mod rate;
 mod reader;
 mod storage;
 #[cfg(test)]
@@ -20,8 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
+pub use jq::{CompileError, JqProgram};
 pub use limits::{ListenerLimits, MAX_CONNECTIONS_LIMIT};
 pub use mapping::{MappingConfig, Naming, UserIdRule};
+pub use rate::{RateLimit, parse_rate_limit};
 pub use reader::Problem;
 use reader::{Problems, Reader};
 pub use storage::{
@@ -191,6 +195,12 @@ pub struct DestinationConfig {
     pub batch_size: usize,
     /// How long a batch format waits for more events before sending a partial batch.
     pub linger: Duration,
+    /// jq: an event is sent only when this yields true (after `events`).
+    pub filter: Option<JqProgram>,
+    /// jq: its one output object replaces the event (after `filter`).
+    pub transform: Option<JqProgram>,
+    /// Requests per second (minute) to this destination from this relay.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// relay.toml could not be used; every problem is listed.

@@ -261,3 +261,54 @@ fn identity_retention_defaults_parses_and_has_a_floor() {
         );
     }
 }
+
+#[test]
+fn rules_and_rate_limits_are_read() {
+    let text = format!(
+        "{MINIMAL}filter = '.type != \"track\" or (.properties.total // 0) >= 100'\n\
+         transform = '.properties.channel = \"shopify\"'\nrate_limit = \"50/s\"\n"
+    );
+    let cfg = Config::from_toml_str(&text, &no_env).unwrap();
+    let d = &cfg.destinations["wh"];
+    assert_eq!(
+        d.filter.as_ref().map(JqProgram::source),
+        Some(r#".type != "track" or (.properties.total // 0) >= 100"#)
+    );
+    assert!(d.transform.is_some());
+    assert_eq!(d.rate_limit.map(|r| r.to_string()).as_deref(), Some("50/s"));
+    let plain = Config::from_toml_str(MINIMAL, &no_env).unwrap();
+    let d = &plain.destinations["wh"];
+    assert!(d.filter.is_none() && d.transform.is_none() && d.rate_limit.is_none());
+}
+
+#[test]
+fn a_rule_that_does_not_compile_is_named_with_its_key_and_position() {
+    let text = r#"
+[sources.acme]
+kind = "shopify"
+secrets = ["x"]
+[destinations.crm]
+url = "http://127.0.0.1:1/crm"
+filter = '.properties.total >= '
+transform = """
+.properties
+| nosuch(.a)"""
+rate_limit = "fast"
+[destinations.ok]
+url = "http://127.0.0.1:1/ok"
+filter = ""
+"#;
+    let p = problems(text);
+    let expect = [
+        "destinations.crm.filter: jq program does not compile: expected term, found end of input at line 1, column 22",
+        "destinations.crm.transform: jq program does not compile: undefined filter `nosuch/1` at line 2, column 3",
+        "destinations.crm.rate_limit: `fast` is not a rate",
+        "destinations.ok.filter: is empty",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|l| l.starts_with(e)),
+            "missing `{e}` in {p:#?}"
+        );
+    }
+}

@@ -17,6 +17,9 @@ pub(crate) fn dest(format: Format) -> DestinationConfig {
         concurrency: 1,
         batch_size: 100,
         linger: Duration::from_millis(50),
+        filter: None,
+        transform: None,
+        rate_limit: None,
     }
 }
 
