@@ -53,6 +53,10 @@ fn family(name: &str) -> Family {
             "Delivery attempts, by lane (a destination, or a first-success source) and outcome (delivered, retry, dead).",
             "counter",
         ),
+        "shoprelay_events_skipped_total" => (
+            "Events a destination's filter skipped (rule=filter) or its transform dropped (rule=transform), by destination.",
+            "counter",
+        ),
         "shoprelay_dead_letters_total" => (
             "Deliveries moved to the dead letters, by lane.",
             "counter",
@@ -131,6 +135,25 @@ impl Metrics {
             })
             .map(|(_, v)| *v)
             .sum()
+    }
+
+    /// A counter's values by the values of two of its labels (for
+    /// `/admin/stats`), e.g. destination → rule → count.
+    pub fn counter_table(
+        &self,
+        name: &'static str,
+        row: &str,
+        column: &str,
+    ) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((n, l), v) in c.iter() {
+            let get = |k: &str| l.iter().find(|(lk, _)| *lk == k).map(|(_, v)| v.clone());
+            if let (true, Some(r), Some(c)) = (*n == name, get(row), get(column)) {
+                *out.entry(r).or_default().entry(c).or_default() += v;
+            }
+        }
+        out
     }
 
     /// Records one observation.

@@ -108,11 +108,24 @@ pub fn describe(cfg: &Config) -> String {
                 (Some(_), _) => "signed",
                 _ => "unsigned",
             };
-            let filter = dest
+            let mut filter = dest
                 .events
                 .as_ref()
                 .map(|e| format!(", only {}", e.join(", ")))
                 .unwrap_or_default();
+            // Whether rules are set, not their text: `${VAR}` may be in it.
+            for (set, what) in [
+                (dest.filter.is_some(), "jq filter"),
+                (dest.transform.is_some(), "jq transform"),
+            ] {
+                if set {
+                    filter.push_str(", ");
+                    filter.push_str(what);
+                }
+            }
+            if let Some(rate) = dest.rate_limit {
+                filter.push_str(&format!(", at most {rate}"));
+            }
             out.push_str(&format!(
                 "  → {order}{d}  {}  {}  ({auth}, timeout {}{filter})\n",
                 dest.format.as_str(),

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{MappingConfig, RetryConfig};
+use crate::metrics::Metrics;
 use crate::queue::identity::StoreKnown;
 use crate::queue::{DeliveryRecord, DeliveryState, Store, StoreError, WebhookId};
+use crate::shutdown::Shutdown;
 use crate::sources::Webhook;
 
 use super::blocking::blocking;
 use super::classify::{Failure, Outcome};
 use super::destination::Destination;
-use super::format::event_passes_filter;
 use super::retry::{Step, give_up_reason, next_step};
+use super::rules::{Candidate, RuleError, Selections};
 
 /// What the queue does with a delivery after an attempt.
 #[derive(Debug)]
@@ -38,6 +40,9 @@ pub enum Decision {
         /// The reason as the log shows it, without the destination's words.
         summary: String,
     },
+    /// The relay is stopping while the delivery waited for its turn under a
+    /// `rate_limit`: write nothing; it is due again as stored (not an attempt).
+    HandBack,
 }
 
 /// Shared by every lane.
@@ -55,6 +60,12 @@ pub struct Context {
     pub clock: fn() -> u64,
     /// Recently mapped webhooks, so the lanes of one fan-out map it once.
     pub mapped: MappedCache,
+    /// What each destination with jq rules gets of recent webhooks.
+    pub selections: Selections,
+    /// Events left out by a destination's filter or transform are counted here.
+    pub metrics: Arc<Metrics>,
+    /// Ends a wait for a `rate_limit` slot.
+    pub stop: Shutdown,
 }
 
 /// What a lane needs of one mapped event: its routing keys and its bytes
@@ -233,6 +244,32 @@ fn failed(
     }
 }
 
+/// A filter or transform failed at run time: not retryable (the same event
+/// and program fail again). jq's message may quote the event, so the log gets
+/// only the key; the dead letter gets the message.
+fn rule_failure(e: RuleError) -> Failure {
+    Failure {
+        status: None,
+        summary: format!("{}: run-time error", e.key),
+        location: None,
+        excerpt: Some(e.message),
+    }
+}
+
+/// Counts what a destination's filter skipped and its transform dropped, per
+/// destination (once per delivery: only on its first attempt).
+fn count_left_out(metrics: &Metrics, destination: &str, filtered: u32, dropped: u32) {
+    for (rule, n) in [("filter", filtered), ("transform", dropped)] {
+        if n > 0 {
+            metrics.inc(
+                "shoprelay_events_skipped_total",
+                &[("destination", destination), ("rule", rule)],
+                u64::from(n),
+            );
+        }
+    }
+}
+
 /// Runs one attempt of `rec` (fan-out: one target; first-success: each target
 /// in order until one takes everything).
 pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) -> Decision {
@@ -249,6 +286,14 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
         // Nothing to send to is not a delivery.
         return bury_ours(rec, started, "no destination to send it to".into());
     }
+    let candidates: Vec<Candidate<'_>> = events
+        .iter()
+        .map(|e| Candidate {
+            call: e.call.as_str(),
+            name: e.name.as_deref(),
+            json: &e.json,
+        })
+        .collect();
     let first_success = rec.targets.len() > 1;
     // The last target's failure, and the Retry-After it asked for.
     let mut last: Option<(Failure, Option<Duration>)> = None;
@@ -259,19 +304,46 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
             last = Some((Failure::no_answer(reason), None));
             continue;
         };
-        let filter = dest.cfg.events.as_deref();
-        let wanted: Vec<String> = events
-            .iter()
-            .filter(|e| event_passes_filter(filter, e.call.as_str(), e.name.as_deref()))
-            .map(|e| e.json.clone())
-            .collect();
+        // `events`, `filter`, `transform` (delivery::rules): what this
+        // destination gets, worked out with the other lanes of the fan-out.
+        let source = &webhook.meta().source;
+        let kept: Arc<dyn std::any::Any + Send + Sync> = mapped.clone();
+        let selection = ctx.selections.get(
+            rec.id.webhook,
+            &kept,
+            source,
+            &target,
+            &dest.rules,
+            &candidates,
+        );
+        let wanted = match selection.as_ref() {
+            Ok(selection) => {
+                if rec.attempts == 0 {
+                    count_left_out(&ctx.metrics, &target, selection.filtered, selection.dropped);
+                }
+                selection.texts(&candidates)
+            }
+            Err(e) => {
+                last = Some((rule_failure(e.clone()), None));
+                continue;
+            }
+        };
         // Progress counts only for a single target; first-success resends the set.
         let skip = if first_success {
             0
         } else {
             (rec.events_done as usize).min(wanted.len())
         };
-        let requests = match dest.encoder.prepare(&wanted[skip..], started) {
+        // A rate-limited destination: the first request waits for its slot
+        // before it is built (Segment's sentAt is the time it is sent).
+        let mut stop = ctx.stop.clone();
+        let pace = dest.pacer.as_ref();
+        if let Some(pacer) = pace.filter(|_| skip < wanted.len()) {
+            if !pacer.wait(&mut stop).await {
+                return Decision::HandBack;
+            }
+        }
+        let requests = match dest.encoder.prepare(&wanted[skip..], (ctx.clock)()) {
             Ok(r) => r,
             Err(e) => {
                 last = Some((Failure::no_answer(e.to_string()), None));
@@ -279,7 +351,12 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
             }
         };
         let mut outcome = Outcome::Delivered;
-        for req in &requests {
+        for (i, req) in requests.iter().enumerate() {
+            if let Some(pacer) = pace.filter(|_| i > 0) {
+                if !pacer.wait(&mut stop).await {
+                    return Decision::HandBack;
+                }
+            }
             outcome = dest.post(req, ctx.clock).await;
             if !matches!(outcome, Outcome::Delivered) {
                 break;

@@ -1,5 +1,5 @@
-//! A destination at run time: its config, its encoder and one HTTP client,
-//! all built once at start-up.
+//! A destination at run time: its config, its rules, its rate limit, its
+//! encoder and one HTTP client, all built once at start-up.
 
 use std::time::Duration;
 
@@ -7,6 +7,8 @@ use crate::config::DestinationConfig;
 
 use super::classify::{self, Outcome};
 use super::format::{Encoder, FormatError, Prepared};
+use super::pace::Pacer;
+use super::rules::Rules;
 
 /// How much of an error response is read: enough for the dead letter's excerpt,
 /// never a whole HTML error page.
@@ -20,6 +22,10 @@ pub struct Destination {
     pub cfg: DestinationConfig,
     /// Bodies, headers, signatures.
     pub encoder: Encoder,
+    /// `events`, `filter` and `transform`.
+    pub rules: Rules,
+    /// `rate_limit`, shared by the lane's concurrent requests.
+    pub pacer: Option<Pacer>,
     /// No redirects (a followed 302 turns the POST into a GET and would count
     /// as delivered); the destination's timeout on every request.
     client: reqwest::Client,
@@ -53,6 +59,8 @@ impl Destination {
             name: name.to_string(),
             cfg: cfg.clone(),
             encoder,
+            rules: Rules::new(name, cfg),
+            pacer: cfg.rate_limit.map(Pacer::new),
             client,
         })
     }

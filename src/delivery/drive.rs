@@ -68,6 +68,8 @@ pub(super) async fn deliver(
     };
     let s = store.clone();
     let (outcome, result) = match decision {
+        // Stopping while held back by a rate limit: nothing was decided.
+        Decision::HandBack => return,
         Decision::Done => {
             let secs = (ctx.clock)().saturating_sub(received) as f64 / 1000.0;
             metrics.observe(

@@ -32,6 +32,10 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 /// at 200 µs).
 const CLAIM_GATHER: Duration = Duration::from_micros(200);
 
+/// Requests one delivery may need (an order's identify and track, one
+/// request each with `format = "webhook"`), for the lease of a rate-limited lane.
+const REQUESTS_PER_DELIVERY: usize = 3;
+
 /// All lanes of a relay.
 pub struct Engine {
     wakers: HashMap<String, Arc<Notify>>,
@@ -74,6 +78,9 @@ impl Engine {
             retry: cfg.retry,
             clock,
             mapped: Default::default(),
+            selections: super::rules::Selections::new(cfg),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
@@ -138,6 +145,18 @@ impl Engine {
                     true,
                 );
             }
+        }
+        // A rate limit holds claimed deliveries back: their lease covers the
+        // wait (the lane's slots, each a few requests, one interval apart).
+        for lane in &mut lanes {
+            let interval: Duration = lane
+                .targets
+                .iter()
+                .filter_map(|t| cfg.destinations.get(t)?.rate_limit)
+                .map(|r| r.interval())
+                .sum();
+            let held = interval * (lane.concurrency * REQUESTS_PER_DELIVERY) as u32;
+            lane.lease += held;
         }
         let mut tasks = JoinSet::new();
         let mut wakers = HashMap::new();

@@ -8,7 +8,9 @@
 //!
 //! | module | decides |
 //! |---|---|
+//! | [`rules`] | mapped events → what one destination gets (`events`, jq `filter` and `transform`) |
 //! | [`format`](mod@format) | events → request bodies and headers (`webhook`, `webhook-batch`, `segment-api`), `X-Signature`, the event filter |
+//! | [`pace`] | `rate_limit`: when the next request to a destination may go |
 //! | [`classify`] | one HTTP attempt (status + headers + body start, or a transport error) → delivered, retry, or dead letter |
 //! | [`retry`] | attempts so far + time → the next due time, or give up |
 
@@ -19,7 +21,9 @@ pub mod destination;
 mod drive;
 pub mod format;
 pub mod lane;
+pub mod pace;
 pub mod retry;
+pub mod rules;
 
 #[cfg(test)]
 mod tests;

@@ -231,6 +231,8 @@ fn stats(a: &Admin) -> Response {
             "delivered": m.counter_sum("shoprelay_deliveries_total", &[("outcome", "delivered")]),
             "retrying": m.counter_sum("shoprelay_deliveries_total", &[("outcome", "retry")]),
             "dead": dead,
+            "skipped": m.counter_sum("shoprelay_events_skipped_total", &[]),
+            "skipped_by_destination": m.counter_table("shoprelay_events_skipped_total", "destination", "rule"),
             "lanes": lanes,
         }),
     )

@@ -25,7 +25,7 @@ mod erasure;
 mod fields;
 mod identity;
 mod known;
-mod number;
+pub(crate) mod number;
 mod orders;
 mod shop;
 mod time;

@@ -12,7 +12,7 @@ mod verify;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use verify::{Rejection, Verifier};
+pub use verify::{Rejection, Verifier, content_id};
 
 /// Read access to request headers by lowercase name, so verification does not
 /// depend on the HTTP library.

@@ -47,8 +47,35 @@ pub fn render(v: &Value) -> String {
             "dead",
             "kept now; see `shoprelay dead-letters list`",
         ),
+        (
+            "skipped",
+            "skipped",
+            "events left out by a destination's filter or transform",
+        ),
     ] {
         out.push_str(&format!("{label:<13} {:>8}  {what}\n", n(&v[key])));
+    }
+    if let Some(by) = v["skipped_by_destination"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+    {
+        let w = by
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        out.push_str(&format!(
+            "\n{:<w$}  {:>8}  {:>9}\n",
+            "DESTINATION", "FILTERED", "DROPPED"
+        ));
+        for (dest, rules) in by {
+            out.push_str(&format!(
+                "{dest:<w$}  {:>8}  {:>9}\n",
+                rules["filter"].as_u64().unwrap_or(0),
+                rules["transform"].as_u64().unwrap_or(0),
+            ));
+        }
     }
     let lanes = v["lanes"].as_object().filter(|l| !l.is_empty());
     let Some(lanes) = lanes else {
@@ -90,9 +117,27 @@ mod tests {
             "{out}"
         );
         assert!(lines[5].starts_with("dead letters         1"), "{out}");
-        assert_eq!(lines[7], "LANE        PENDING  OLDEST DUE");
-        assert_eq!(lines[8], "warehouse         3  12s ago");
-        assert_eq!(lines[9], "segment           0  -");
+        assert_eq!(
+            lines[6],
+            "skipped              -  events left out by a destination's filter or transform"
+        );
+        assert_eq!(lines[8], "LANE        PENDING  OLDEST DUE");
+        assert_eq!(lines[9], "warehouse         3  12s ago");
+        assert_eq!(lines[10], "segment           0  -");
+        let v = serde_json::json!({
+            "skipped": 4,
+            "skipped_by_destination": {"crm": {"filter": 3, "transform": 1}, "warehouse": {"filter": 2}},
+            "lanes": {},
+        });
+        let out = super::render(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[6],
+            "skipped              4  events left out by a destination's filter or transform"
+        );
+        assert_eq!(lines[8], "DESTINATION  FILTERED    DROPPED");
+        assert_eq!(lines[9], "crm                 3          1");
+        assert_eq!(lines[10], "warehouse           2          0");
         let empty = super::render(&serde_json::json!({"lanes": {}}));
         assert!(empty.ends_with("\nqueue: empty\n"), "{empty}");
     }

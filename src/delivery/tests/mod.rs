@@ -157,3 +157,54 @@ fn node_verifies_our_signatures_like_a_segment_receiver() {
     let (ok, text) = node(VERIFY_JS, &tampered);
     assert!(!ok && text.contains("bad signature"), "{text}");
 }
+
+/// Transforms that compute numbers, add integer-like keys, escape-worthy
+/// strings and nesting: what they output is signed as it is sent, and node
+/// must find each body JS-canonical with a valid signature.
+#[test]
+fn node_verifies_transformed_events() {
+    if !node_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let events = canonical_samples(tmp.path());
+    let transforms = [
+        ".",
+        r#"if .properties then .properties.total = ((.properties.total // 1) * 1.1) end | .x = [0.1 + 0.2, 1e21, -0.0, 1e-7, 5e-324, 9007199254740993]"#,
+        r#".extra = {"b": 1, "10": "ten", "2": "two", "a": {"01": 1, "1": 2}} | .note = "é\u0001\u001f\"\\\n\u2028 😀""#,
+        r#"del(.context) | .count = ([.. | numbers] | length) | .avg = ([.. | numbers] | add / (length + 1))"#,
+        r#"{type, messageId: "m", n: (now | floor) * 0 + 3.0, s: (tostring | .[0:5])}"#,
+    ];
+    let reqs_dir = tmp.path().join("requests");
+    std::fs::create_dir(&reqs_dir).expect("mkdir");
+    std::fs::write(reqs_dir.join("secret"), SECRET).expect("write");
+    let mut written = 0;
+    for (i, program) in transforms.iter().enumerate() {
+        let mut d = dest(Format::Webhook);
+        d.shared_secret = Some(Secret::new(SECRET));
+        d.transform = Some(crate::config::JqProgram::compile(program).expect(program));
+        let rules = super::rules::Rules::new("t", &d);
+        let candidates: Vec<super::rules::Candidate<'_>> = events
+            .iter()
+            .map(|json| super::rules::Candidate {
+                call: "track",
+                name: None,
+                json,
+            })
+            .collect();
+        let selection = rules.select(&candidates).expect(program);
+        assert_eq!(selection.sent.len(), events.len(), "{program}");
+        let reqs = Encoder::new(&d)
+            .expect("encoder")
+            .prepare(&selection.texts(&candidates), NOW)
+            .expect("prepare");
+        let dir = reqs_dir.join(format!("t{i}"));
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("secret"), SECRET).expect("write");
+        write_requests(&dir, Format::Webhook, &reqs);
+        let (ok, text) = node(VERIFY_JS, &dir);
+        assert!(ok, "node rejected the output of {program}: {text}");
+        written += reqs.len();
+    }
+    assert_eq!(written, transforms.len() * events.len());
+}
