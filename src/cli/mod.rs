@@ -3,6 +3,7 @@
 
 mod check;
 mod client;
+mod preview;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ pub enum Command {
     DeadLetters(client::DeadLetters),
     /// PostgreSQL backend: create or upgrade the schema, then exit.
     Migrate,
+    /// Show, offline, what each destination would get from one payload
+    /// after its events, filter and transform.
+    Preview(preview::Preview),
     /// Queue depth and counts from a running relay.
     Stats {
         /// Print JSON.
@@ -88,6 +92,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Check => check::run(&args.config),
         Command::Migrate => migrate(&load(&args.config)?),
+        Command::Preview(p) => preview::run(&args.config, &p),
         Command::Serve => {
             init_logging(args.log_format);
             let cfg = load(&args.config)?;

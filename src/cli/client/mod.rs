@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use shoprelay::config::{Config, ConfigError};
 
 pub use dead_letters::dead_letters;
+pub(crate) use send_test::sample;
 pub use send_test::send_test;
 pub use stats::stats;
 

@@ -25,7 +25,7 @@ fn known(table: &[(&str, &str)]) -> String {
 }
 
 /// The built-in body for `topic`, or an error listing the known topics.
-fn sample(kind: &str, topic: &str) -> anyhow::Result<&'static str> {
+pub(crate) fn sample(kind: &str, topic: &str) -> anyhow::Result<&'static str> {
     let table = match kind {
         "shopify" => samples::SHOPIFY,
         _ => samples::CONVERTEDIN,
