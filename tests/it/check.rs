@@ -108,6 +108,22 @@ fn every_broken_case_names_its_key() {
             "[destinations.e]\nurl = \"http://x/\"\nformat = \"segment-api\"\n",
             "destinations.e.write_key: is required",
         ),
+        (
+            "[destinations.crm]\nurl = \"http://x/\"\nfilter = '.properties.total >'\n",
+            "destinations.crm.filter: jq program does not compile: expected term, found end of input at line 1, column 20",
+        ),
+        (
+            "[destinations.crm]\nurl = \"http://x/\"\ntransform = '.properties |= with_entries(.key |= ascii_upcase'\n",
+            "destinations.crm.transform: jq program does not compile: expected a closing delimiter for `(`, found end of input at line 1, column 49",
+        ),
+        (
+            "[destinations.crm]\nurl = \"http://x/\"\ntransform = 'del(.traits.email) | mystery'\n",
+            "destinations.crm.transform: jq program does not compile: undefined filter `mystery/0` at line 1, column 22",
+        ),
+        (
+            "[destinations.crm]\nurl = \"http://x/\"\nrate_limit = \"50/h\"\n",
+            "destinations.crm.rate_limit: `50/h` is not a rate",
+        ),
     ];
     for (extra, want) in cases {
         let (code, out, err) = check(&format!("{base}{extra}"), &[]);
@@ -164,4 +180,22 @@ fn an_open_admin_listener_without_a_token_is_warned_about_and_limits_are_shown()
     );
     assert_eq!(code, 0);
     assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn rules_and_rate_limits_are_shown_but_not_their_text() {
+    let (code, out, err) = check(
+        "[sources.acme]\nkind = \"shopify\"\nsecrets = [\"x\"]\n\
+         [destinations.crm]\nurl = \"http://127.0.0.1:1/crm\"\nevents = [\"Order Completed\"]\n\
+         filter = '.properties.total >= ${MIN_TOTAL}'\ntransform = '.properties.channel = \"web\"'\nrate_limit = \"600/m\"\n",
+        &[("MIN_TOTAL", "100")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "(unsigned, timeout 5s, only Order Completed, jq filter, jq transform, at most 600/m)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("properties"), "{out}");
 }

@@ -20,3 +20,5 @@ mod logs;
 mod metrics;
 mod node_receiver;
 mod postgres;
+mod preview;
+mod rules;
