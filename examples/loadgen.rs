@@ -46,6 +46,17 @@
 //! scripts/bench-postgres --spawn-binary --relays 2 --destinations 1 --backlog --duration 10
 //! ```
 //!
+//! Rules: `--rules` gives every destination a jq `filter` and `transform` (the
+//! contract's examples; every loadgen event passes the filter, so the ledger
+//! still balances). `--vs-rules` runs the relay without and with them under the
+//! same load, interleaved for `--rounds`, and prints each side's deliveries/s
+//! and acks/s per round and the median ratio of deliveries/s:
+//!
+//! ```text
+//! cargo build --release && cargo build --release --examples
+//! cargo run --release --example loadgen -- --spawn-binary --destinations 5 --duration 15 --vs-rules --rounds 3
+//! ```
+//!
 //! Latency: ack latency is measured from when the request was sent and from
 //! when it was scheduled; end-to-end latency (scheduled send → first arrival
 //! at a destination) is always measured from the schedule, so a generator that
@@ -68,6 +79,12 @@ use warp::Filter;
 const SECRET: &str = "loadgen-secret";
 const QUEUED: &[u8] = b"\"queued\"";
 const FIXTURE: &str = include_str!("../tests/fixtures/shopify/orders__create.json");
+/// `--rules`: the contract's example filter (every loadgen order passes it)
+/// and transform (it keeps `context`, where the ledger finds the webhook),
+/// with `N`, the destination's number, in each: no two destinations run the
+/// same program.
+const RULES_FILTER: &str = r#".type != "track" or (.properties.total // 0) >= 10N"#;
+const RULES_TRANSFORM: &str = r#".properties.channel = "shopify-dN""#;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "shoprelay load generator with an exact delivery ledger")]
@@ -125,6 +142,14 @@ struct Args {
     /// With --vs-ceiling: rounds of (ceiling, relay).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Give every destination a jq filter and transform (`RULES_FILTER`,
+    /// `RULES_TRANSFORM`, with the destination's number in each).
+    #[arg(long)]
+    rules: bool,
+    /// Runs without and with --rules under the same load, interleaved for
+    /// --rounds, and prints the ratio of deliveries/s.
+    #[arg(long)]
+    vs_rules: bool,
     /// The ceiling binary for --vs-ceiling (cargo build --release --examples).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/examples/ceiling"))]
     ceiling_binary: PathBuf,
@@ -384,6 +409,14 @@ fn relay_toml(
             "\n[destinations.d{d}]\nurl = \"http://{addr}/events\"\ntimeout = \"5s\"\nconcurrency = {}\n",
             args.dest_concurrency
         ));
+        if args.rules {
+            let n = d.to_string();
+            t.push_str(&format!(
+                "filter = '{}'\ntransform = '{}'\n",
+                RULES_FILTER.replace('N', &n),
+                RULES_TRANSFORM.replace('N', &n)
+            ));
+        }
     }
     if let Some(url) = storage {
         t.push_str(&format!(
@@ -865,7 +898,7 @@ impl Kind {
 /// The load of a run, as printed in its first line.
 fn load_line(args: &Args, body_len: usize) -> String {
     format!(
-        "{} connections, rate {}, duration {}s, count {}, {} destinations, body {body_len} bytes{}{}",
+        "{} connections, rate {}, duration {}s, count {}, {} destinations{}, body {body_len} bytes{}{}",
         args.connections,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -875,6 +908,7 @@ fn load_line(args: &Args, body_len: usize) -> String {
         args.duration,
         args.count.map_or("unbounded".into(), |c| c.to_string()),
         args.destinations,
+        if args.rules { " with rules" } else { "" },
         if args.backlog {
             ", destinations down while sending"
         } else {
@@ -1118,10 +1152,7 @@ async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &s
                 let _ = stop.send(());
                 let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
             }
-            Relay::Child { mut child } => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            Relay::Child { mut child } => stop_child(&mut child),
             Relay::External => {}
         }
     }
@@ -1152,6 +1183,24 @@ async fn relay_run(args: &Args, ledger: Arc<Ledger>, body: &Bytes, signature: &s
         db,
         pg_cpu,
     }
+}
+
+/// SIGTERM, then SIGKILL if the relay has not exited within a minute: a
+/// graceful stop lets a relay run under a profiler (`--binary` a wrapper
+/// script that execs `valgrind --tool=callgrind …`) write its profile.
+fn stop_child(child: &mut std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The full report of one relay run.
@@ -1393,6 +1442,75 @@ async fn vs_ceiling(args: &Args, body: &Bytes, signature: &str) -> bool {
     valid
 }
 
+/// Deliveries per second of a run: unique deliveries from the first send
+/// to the last delivery.
+fn deliveries_per_sec(r: &RelayRun) -> f64 {
+    r.delivered as f64 / (r.last_us.max(1) as f64 / 1e6)
+}
+
+/// `--vs-rules`: rounds of the relay without then with `--rules`, under the
+/// same load. Prints each side per round and the median ratio of
+/// deliveries/s (with/without); false when a ledger did not balance.
+async fn vs_rules(args: &Args, body: &Bytes, signature: &str) -> bool {
+    println!(
+        "loadgen vs rules: {}, {}, {} rounds; rules on destination N: filter = '{RULES_FILTER}', transform = '{RULES_TRANSFORM}'",
+        Kind::of(args).describe(),
+        load_line(args, body.len()),
+        args.rounds
+    );
+    let mut ratios = Vec::new();
+    let mut valid = true;
+    for round in 1..=args.rounds {
+        let mut rates = [0.0; 2];
+        for (side, rules) in [false, true].into_iter().enumerate() {
+            let a = Args {
+                rules,
+                ..args.clone()
+            };
+            let r = relay_run(&a, new_ledger(a.destinations), body, signature).await;
+            let (_, figures) = side_figures(&r.ledger, r.send_secs);
+            rates[side] = deliveries_per_sec(&r);
+            let cpu = match r.relay_cpu {
+                Some(c) => format!(
+                    "  relay cpu while sending {:.0} µs per acked webhook",
+                    c * 1e6 / r.acked.max(1) as f64
+                ),
+                None => String::new(),
+            };
+            println!(
+                "round {round} {}: deliveries/s {:>8.0}  {figures}{cpu}  ledger {}",
+                if rules { "rules   " } else { "no rules" },
+                rates[side],
+                if r.balanced { "BALANCED" } else { "VOID" }
+            );
+            valid &= r.balanced;
+        }
+        let ratio = rates[1] / rates[0];
+        println!("round {round} ratio rules/no rules (deliveries/s): {ratio:.3}");
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    let median = if ratios.len() % 2 == 0 {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    } else {
+        ratios[mid]
+    };
+    println!(
+        "ratio rules/no rules: {median:.3} (median of rounds; the rules cost {:.1}% of fan-out throughput)",
+        (1.0 - median) * 100.0
+    );
+    println!(
+        "RESULT {}",
+        if valid {
+            "BALANCED"
+        } else {
+            "VOID (a ledger does not balance)"
+        }
+    );
+    valid
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -1419,7 +1537,17 @@ async fn main() {
         args.target.is_none() || args.storage_url.is_none(),
         "--storage-url configures relays this generator starts, not --target"
     );
+    assert!(
+        !(args.vs_rules && (args.vs_ceiling || args.restart)),
+        "--vs-rules goes with neither --vs-ceiling nor --restart"
+    );
     let (body, signature) = payload();
+    if args.vs_rules {
+        if !vs_rules(&args, &body, &signature).await {
+            std::process::exit(2);
+        }
+        return;
+    }
     if args.vs_ceiling {
         if !vs_ceiling(&args, &body, &signature).await {
             std::process::exit(2);
