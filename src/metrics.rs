@@ -57,10 +57,9 @@ fn family(name: &str) -> Family {
             "Events a destination's filter skipped (rule=filter) or its transform dropped (rule=transform), by destination.",
             "counter",
         ),
-        "shoprelay_dead_letters_total" => (
-            "Deliveries moved to the dead letters, by lane.",
-            "counter",
-        ),
+        "shoprelay_dead_letters_total" => {
+            ("Deliveries moved to the dead letters, by lane.", "counter")
+        }
         "shoprelay_delivery_latency_seconds" => (
             "Time from accept to successful delivery, by lane.",
             "histogram",
