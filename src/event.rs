@@ -1,4 +1,4 @@
-//! The Segment-spec event that crosses every stage after mapping (stage 3 on).
+//! The Segment-spec event that crosses every layer from mapping (layer 3) down.
 //!
 //! An [`Event`] is built once by [`crate::mapping`] and never changes: its JSON is
 //! rendered at construction, so the bytes a destination signs are the bytes it sends,

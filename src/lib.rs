@@ -4,18 +4,27 @@
 //! before the 200, and go out as Segment-spec calls to up to five
 //! destinations per source, retried for hours, kept as dead letters after.
 //!
-//! # Layout
+//! # Layers
 //!
-//! Modules follow the data path; each uses only what comes before it.
+//! The table is the import layering, not the order data flows in: a module
+//! uses only modules in rows above it, never one below. (A webhook goes
+//! sources → queue → delivery, and delivery calls mapping when it sends;
+//! mapping sits above the queue because the queue stores what mapping
+//! learns, through mapping's types.)
 //!
-//! | stage | module | what it does |
+//! | layer | module | what it does |
 //! |---|---|---|
-//! | 1 | [`config`] | relay.toml → validated `Config` |
+//! | 0 | [`timefmt`], [`metrics`], [`shutdown`] | time as text, counters, the stop signal: used by any layer |
+//! | 1 | [`config`] | relay.toml → validated `Config`, including the kinds of source ([`config::SourceKind`]) |
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
-//! | 3 | [`mapping`], [`event`] | webhook → Segment-spec events (pure) |
-//! | 4 | [`queue`] | `Store` trait, embedded backend (log + sled index), group commit |
+//! | 3 | [`event`], [`mapping`] | webhook → Segment-spec events (pure; the identity map through a trait) |
+//! | 4 | [`queue`] | `Store` trait, embedded backend (log + sled index), PostgreSQL backend, group commit |
 //! | 5 | [`delivery`] | lanes, formats, signing, retry schedule |
 //! | 6 | [`http`] | ingest and admin listeners |
+//!
+//! One import still runs up: `config` checks a PostgreSQL URL's `sslmode`
+//! with `queue::postgres::tls`'s parser (to move into `config` once the
+//! PostgreSQL work settles).
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 

@@ -1,4 +1,4 @@
-//! Stage 1: relay.toml → a validated [`Config`].
+//! Layer 1: relay.toml → a validated [`Config`].
 //!
 //! Parsing is pure ([`Config::from_toml_str`] with an injected environment);
 //! [`Config::load`] adds the file read and the process environment. Every
@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use duration::{format_duration, parse_duration};
 pub use jq::{CompileError, JqProgram};
 pub use limits::{ListenerLimits, MAX_CONNECTIONS_LIMIT};
@@ -31,8 +33,6 @@ use reader::{Problems, Reader};
 pub use storage::{
     Backend, DEFAULT_POOL_SIZE, PostgresConfig, StorageConfig, check_postgres_url, masked_url,
 };
-
-use crate::sources::SourceKind;
 
 /// Segment's Webhooks destination allows five URLs per source; so do we.
 pub const MAX_DESTINATIONS_PER_SOURCE: usize = 5;
@@ -134,6 +134,26 @@ impl DeliveryMode {
         match self {
             DeliveryMode::Fanout => "fanout",
             DeliveryMode::FirstSuccess => "first-success",
+        }
+    }
+}
+
+/// Which sender a source receives from; decides headers, signature and URL shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Shopify: `POST /webhooks/shopify/{source}`, topic in `X-Shopify-Topic`.
+    Shopify,
+    /// convertedin: `POST /webhooks/convertedin/{source}/{resource}/{action}`.
+    Convertedin,
+}
+
+impl SourceKind {
+    /// The lowercase name used in relay.toml, URLs and `context.source.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Shopify => "shopify",
+            SourceKind::Convertedin => "convertedin",
         }
     }
 }

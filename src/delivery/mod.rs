@@ -1,4 +1,4 @@
-//! Stage 5: delivery. [`lane`] runs one task per destination over the durable
+//! Layer 5: delivery. [`lane`] runs one task per destination over the durable
 //! queue; `drive` takes each claimed delivery through one
 //! [`attempt`](mod@attempt) (map, send, decide) and writes the decision to the
 //! queue, metrics and log; [`destination`] holds the HTTP client. The decisions

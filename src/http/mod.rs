@@ -1,4 +1,4 @@
-//! Stage 6: the two listeners. `ingest` is public (webhooks in); `admin` is
+//! Layer 6: the two listeners. `ingest` is public (webhooks in); `admin` is
 //! private (metrics, health, dead letters). Every answer is a small JSON body.
 
 pub mod admin;

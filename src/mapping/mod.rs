@@ -1,4 +1,4 @@
-//! Stage 3: verified webhook → Segment events (see MAPPING.md). Pure: no I/O, no
+//! Layer 3: verified webhook → Segment events (see MAPPING.md). Pure: no I/O, no
 //! clock, no randomness, no panics; the same webhook always yields the same bytes.
 //!
 //! [`map`] parses the body, looks the topic up in `ROUTES` (the one table of

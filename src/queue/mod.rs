@@ -1,4 +1,4 @@
-//! Stage 4: the durable queue. Everything the relay promises survives here.
+//! Layer 4: the durable queue. Everything the relay promises survives here.
 //!
 //! [`Store`] is a small set of primitives with no backend types in its
 //! signatures (a PostgreSQL backend with `FOR UPDATE SKIP LOCKED` leases fits

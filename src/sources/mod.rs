@@ -1,4 +1,4 @@
-//! Stage 2 of the pipeline: (headers, raw body) → a verified [`Webhook`].
+//! Layer 2 (see the crate's table): (headers, raw body) → a verified [`Webhook`].
 //!
 //! Nothing downstream ever sees an unverified body: the only constructors of
 //! [`Webhook`] are the per-kind `verify` functions in [`shopify`] and
@@ -42,25 +42,9 @@ impl Headers for [(&str, &str)] {
     }
 }
 
-/// Which sender a source receives from; decides headers, signature and URL shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// Shopify: `POST /webhooks/shopify/{source}`, topic in `X-Shopify-Topic`.
-    Shopify,
-    /// convertedin: `POST /webhooks/convertedin/{source}/{resource}/{action}`.
-    Convertedin,
-}
-
-impl SourceKind {
-    /// The lowercase name used in relay.toml, URLs and `context.source.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Shopify => "shopify",
-            SourceKind::Convertedin => "convertedin",
-        }
-    }
-}
+// The kind is configuration (`[sources.NAME] kind`); re-exported here, where
+// each kind's verification lives.
+pub use crate::config::SourceKind;
 
 /// Everything about a webhook except its body; stored beside the body in the queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
