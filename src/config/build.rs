@@ -101,14 +101,14 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
     let min_free = r.integer("min_free_bytes", 0, i64::MAX);
     let dedup_window = r.parsed("dedup_window", parse_duration);
     if let Some(w) = dedup_window {
-        if w < Duration::from_secs(72 * 3600) {
+        if w < ServerConfig::MIN_DEDUP_WINDOW {
             r.problem(
                 "dedup_window",
                 "must be at least 72h (Shopify redelivers for up to 48 hours)",
             );
         }
     }
-    let max_body_bytes = max_body.map_or(1 << 20, |v| v as u64);
+    let max_body_bytes = max_body.map_or(ServerConfig::DEFAULT_MAX_BODY_BYTES, |v| v as u64);
     let limits = super::limits::read(&r, max_body_bytes);
     let bad = limits.is_none()
         || (t.contains_key("listen") && listen.is_none())
@@ -122,13 +122,15 @@ fn server(root: &Reader<'_>) -> Option<ServerConfig> {
         return None;
     }
     Some(ServerConfig {
-        listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-        admin_listen: admin_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+        listen: listen.unwrap_or(ServerConfig::DEFAULT_LISTEN),
+        admin_listen: admin_listen.unwrap_or(ServerConfig::DEFAULT_ADMIN_LISTEN),
         admin_token: admin_token.map(Secret),
-        data_dir: data_dir.unwrap_or_else(|| "./data".into()).into(),
+        data_dir: data_dir
+            .unwrap_or_else(|| ServerConfig::DEFAULT_DATA_DIR.into())
+            .into(),
         max_body_bytes,
-        min_free_bytes: min_free.map_or(256 << 20, |v| v as u64),
-        dedup_window: dedup_window.unwrap_or(Duration::from_secs(72 * 3600)),
+        min_free_bytes: min_free.map_or(ServerConfig::DEFAULT_MIN_FREE_BYTES, |v| v as u64),
+        dedup_window: dedup_window.unwrap_or(ServerConfig::MIN_DEDUP_WINDOW),
         limits: limits?,
     })
 }
@@ -352,11 +354,11 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
     if format == Some(Format::SegmentApi) && write_key.is_none() {
         r.problem("write_key", "is required for format \"segment-api\"");
     }
-    let timeout = duration_or(r, "timeout", Duration::from_secs(5));
+    let timeout = duration_or(r, "timeout", DestinationConfig::DEFAULT_TIMEOUT);
     if matches!(timeout, Some(t) if t.is_zero()) {
         r.problem("timeout", "must be greater than 0");
     }
-    let linger = duration_or(r, "linger", Duration::from_millis(50));
+    let linger = duration_or(r, "linger", DestinationConfig::DEFAULT_LINGER);
     let headers = r.string_map("headers").map(|hs| {
         hs.into_iter()
             .filter(|(k, v)| {
@@ -383,17 +385,19 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
         );
     }
     let concurrency = r
-        .integer("concurrency", 1, 256)
-        .map_or(Some(8), |c| Some(c as usize));
+        .integer("concurrency", 1, DestinationConfig::MAX_CONCURRENCY as i64)
+        .map_or(Some(DestinationConfig::DEFAULT_CONCURRENCY), |c| {
+            Some(c as usize)
+        });
     let batch_max = if format == Some(Format::SegmentApi) {
-        500
+        DestinationConfig::MAX_SEGMENT_API_BATCH_SIZE
     } else {
-        1000
-    };
+        DestinationConfig::MAX_BATCH_SIZE
+    } as i64;
     let batch_size = if r.has("batch_size") {
         r.integer("batch_size", 1, batch_max).map(|b| b as usize)
     } else {
-        Some(100)
+        Some(DestinationConfig::DEFAULT_BATCH_SIZE)
     };
     let filter = program(r, "filter");
     let transform = program(r, "transform");

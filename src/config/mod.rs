@@ -99,6 +99,21 @@ pub struct ServerConfig {
     pub limits: ListenerLimits,
 }
 
+/// `[server]`'s defaults, and the shortest `dedup_window` accepted.
+impl ServerConfig {
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+    pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+    pub const DEFAULT_DATA_DIR: &str = "./data";
+    /// 1 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+    /// 256 MiB.
+    pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
+    /// 72 h, the default and the least: Shopify redelivers for up to 48 hours.
+    pub const MIN_DEDUP_WINDOW: Duration = Duration::from_secs(72 * 3600);
+}
+
 /// `[retry]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryConfig {
@@ -221,6 +236,19 @@ pub struct DestinationConfig {
     pub transform: Option<JqProgram>,
     /// Requests per second (minute) to this destination from this relay.
     pub rate_limit: Option<RateLimit>,
+}
+
+/// `[destinations.NAME]`'s defaults and bounds.
+impl DestinationConfig {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+    pub const MAX_CONCURRENCY: usize = 256;
+    pub const DEFAULT_BATCH_SIZE: usize = 100;
+    /// `webhook-batch`'s largest batch.
+    pub const MAX_BATCH_SIZE: usize = 1000;
+    /// `segment-api`'s largest batch (Segment's own limit).
+    pub const MAX_SEGMENT_API_BATCH_SIZE: usize = 500;
+    pub const DEFAULT_LINGER: Duration = Duration::from_millis(50);
 }
 
 /// relay.toml could not be used; every problem is listed.
