@@ -68,11 +68,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
 use clap::Parser;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use tokio::sync::watch;
 use warp::Filter;
 
@@ -345,9 +342,7 @@ fn webhook_number(body: &[u8], run: &str) -> Option<u64> {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
-    m.update(body);
-    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+    shoprelay::sources::sign::shopify(SECRET, body)
 }
 
 /// Local destinations: count what arrives; hold it while `down` is true.

@@ -11,14 +11,11 @@
 
 #![no_main]
 
-use base64::Engine;
 use bytes::Bytes;
-use hmac::{Hmac, KeyInit, Mac};
 use libfuzzer_sys::fuzz_target;
-use sha2::Sha256;
 use shoprelay::config::{MappingConfig, Secret};
 use shoprelay::mapping::{map, topics};
-use shoprelay::sources::{Verifier, convertedin, shopify};
+use shoprelay::sources::{Verifier, convertedin, shopify, sign};
 
 const SECRET: &str = "fuzz-secret";
 
@@ -49,13 +46,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if flags & 2 == 2 {
-        let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
-        m.update(body);
-        let tag = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
+        // base64 for both kinds (convertedin accepts it beside hex).
+        let tag = sign::shopify(SECRET, body);
         let name = if convertedin {
-            "x-hmac-sha256"
+            sign::CONVERTEDIN_HEADER
         } else {
-            "x-shopify-hmac-sha256"
+            sign::SHOPIFY_HEADER
         };
         headers.insert(
             name,

@@ -7,6 +7,7 @@
 
 pub mod convertedin;
 pub mod shopify;
+pub mod sign;
 mod verify;
 
 use bytes::Bytes;

@@ -4,21 +4,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use shoprelay::sources::sign;
 
 use super::{SendTest, samples};
 
 /// The shop domain the samples claim to come from.
 const SHOP: &str = "shoprelay-test.myshopify.com";
-
-fn hmac_sha256(secret: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| anyhow::anyhow!("the secret cannot be used as an HMAC key"))?;
-    m.update(body);
-    Ok(m.finalize().into_bytes().to_vec())
-}
 
 fn known(table: &[(&str, &str)]) -> String {
     table.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
@@ -82,7 +73,6 @@ pub async fn send_test(t: SendTest) -> anyhow::Result<ExitCode> {
         None if t.kind == "convertedin" => with_unique_field(sample(&t.kind, &t.topic)?, &unique),
         None => sample(&t.kind, &t.topic)?.to_string(),
     };
-    let mac = hmac_sha256(&t.secret, body.as_bytes())?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
@@ -103,8 +93,8 @@ pub async fn send_test(t: SendTest) -> anyhow::Result<ExitCode> {
         let now = shoprelay::timefmt::iso8601_ms(shoprelay::timefmt::now_ms());
         req.header("x-shopify-topic", &t.topic)
             .header(
-                "x-shopify-hmac-sha256",
-                base64::engine::general_purpose::STANDARD.encode(&mac),
+                sign::SHOPIFY_HEADER,
+                sign::shopify(&t.secret, body.as_bytes()),
             )
             .header("x-shopify-shop-domain", SHOP)
             .header("x-shopify-webhook-id", format!("send-test-{unique}"))
@@ -112,8 +102,11 @@ pub async fn send_test(t: SendTest) -> anyhow::Result<ExitCode> {
             .header("x-shopify-api-version", "2025-01")
             .header("x-shopify-triggered-at", now)
     } else {
-        req.header("x-hmac-sha256", hex::encode(&mac))
-            .header("x-shop-domain", SHOP)
+        req.header(
+            sign::CONVERTEDIN_HEADER,
+            sign::convertedin(&t.secret, body.as_bytes()),
+        )
+        .header("x-shop-domain", SHOP)
     };
     let resp = req
         .body(body)

@@ -1,22 +1,6 @@
 //! Signing as Shopify and convertedin do.
 
-use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
-pub fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body);
-    m.finalize().into_bytes().to_vec()
-}
-
-pub fn shopify(secret: &str, body: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret, body))
-}
-
-pub fn hex(secret: &str, body: &[u8]) -> String {
-    hex::encode(hmac_sha256(secret, body))
-}
+pub use shoprelay::sources::sign::{convertedin as hex, shopify};
 
 /// A signed Shopify webhook request.
 pub struct ShopifyWebhook<'a> {
