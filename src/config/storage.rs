@@ -42,6 +42,19 @@ pub struct PostgresConfig {
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
 impl StorageConfig {
+    /// The least lease derived from a timeout.
+    pub const MIN_DERIVED_LEASE: Duration = Duration::from_secs(60);
+    /// A derived lease is this many times the destination's timeout.
+    pub const LEASE_TIMEOUTS: u32 = 10;
+
+    /// The lease of a lane whose destination times out after `timeout`:
+    /// `lease` when set, else [`Self::LEASE_TIMEOUTS`] × `timeout`, at least
+    /// [`Self::MIN_DERIVED_LEASE`].
+    pub fn lease_for(&self, timeout: Duration) -> Duration {
+        self.lease
+            .unwrap_or((timeout * Self::LEASE_TIMEOUTS).max(Self::MIN_DERIVED_LEASE))
+    }
+
     /// One line for `check` and logs: the backend, with no password.
     pub fn describe(&self, data_dir: &std::path::Path) -> String {
         match &self.backend {
@@ -185,6 +198,27 @@ pub(super) fn read(root: &Reader<'_>) -> Option<StorageConfig> {
 mod tests {
     use super::*;
     use crate::config::{Config, ConfigError};
+
+    #[test]
+    fn a_lease_is_ten_timeouts_at_least_a_minute_unless_set() {
+        let derived = StorageConfig::default();
+        assert_eq!(
+            derived.lease_for(Duration::from_secs(5)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            derived.lease_for(Duration::from_secs(10)),
+            Duration::from_secs(100)
+        );
+        let set = StorageConfig {
+            lease: Some(Duration::from_secs(7)),
+            ..StorageConfig::default()
+        };
+        assert_eq!(
+            set.lease_for(Duration::from_secs(10)),
+            Duration::from_secs(7)
+        );
+    }
 
     const BASE: &str = "[sources.acme]\nkind = \"shopify\"\nsecrets = [\"s\"]\n";
 

@@ -84,7 +84,7 @@ impl Engine {
         });
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
-        let lease = cfg.storage.lease;
+        let storage = &cfg.storage;
         let mut add = |name: String,
                        targets: Vec<String>,
                        concurrency: usize,
@@ -97,7 +97,7 @@ impl Engine {
                     targets,
                     concurrency: concurrency.max(1),
                     linger,
-                    lease: lease.unwrap_or((timeout * 10).max(Duration::from_secs(60))),
+                    lease: storage.lease_for(timeout),
                     notify: Arc::new(Notify::new()),
                     orphan,
                 });
