@@ -154,10 +154,10 @@ pub async fn run(
         let healthz = warp::path!("healthz")
             .and(warp::get())
             .map(move || http::admin::health(&c));
-        healthz
-            .or(http::ingest::routes(ingest))
-            .unify()
-            .recover(http::not_found)
+        http::ingest::Public {
+            ingest,
+            rest: warp::service(healthz.recover(http::not_found)),
+        }
     };
     let private = http::admin::routes(admin).recover(http::not_found);
     let timeouts = Timeouts {
@@ -166,7 +166,7 @@ pub async fn run(
     };
     let serve_public = http::listener::serve(
         listeners.ingest,
-        warp::service(public),
+        public,
         Bounds {
             timeouts,
             max_connections,

@@ -70,13 +70,13 @@ pub struct BodyLimits {
 /// Reads the body, reserving its bytes before they arrive: the declared
 /// Content-Length at once, a chunked body as its buffer grows. The [`Held`]
 /// share is to be dropped once the body is verified (or refused).
-pub async fn read<S, B>(
+pub async fn read<S, B, E>(
     mut body: S,
     declared: Option<u64>,
     limits: &BodyLimits,
 ) -> Result<(Bytes, Held), ReadError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin,
+    S: Stream<Item = Result<B, E>> + Send + Unpin,
     B: Buf,
 {
     let limit = limits.max_bytes;

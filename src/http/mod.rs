@@ -37,6 +37,17 @@ pub fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     r
 }
 
+/// A body that is JSON already, with `status` and the header [`json`] sets.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// Any request no route took: JSON 404 (or 405 for a known path and wrong method).
 pub async fn not_found(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     if r.find::<warp::reject::MethodNotAllowed>().is_some() {

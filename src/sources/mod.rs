@@ -25,7 +25,10 @@ pub trait Headers {
         self.get(name)
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .map(|v| v.chars().take(256).collect())
+            .map(|v| match v.char_indices().nth(256) {
+                Some((end, _)) => v[..end].to_owned(),
+                None => v.to_owned(),
+            })
     }
 }
 

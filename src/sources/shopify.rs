@@ -17,25 +17,31 @@ pub const SIGNATURE: &str = "x-shopify-hmac-sha256";
 /// The unprefixed spelling of [`SIGNATURE`].
 const SIGNATURE_UNPREFIXED: &str = "shopify-hmac-sha256";
 
-/// `x-shopify-<name>`, else `shopify-<name>`; `name` is lowercase without the prefix.
+/// `x-shopify-<name>`, else `shopify-<name>`; `x_name` is the lowercase
+/// `x-shopify-<name>` (the other spelling is it without the `x-`).
 ///
 /// When a request carries both spellings the `X-` form wins, for every header
 /// including the signature: it is the form Shopify has always documented and sent,
 /// so a sender (or a proxy) that adds the new spelling beside it cannot change what
 /// an existing integration verified and mapped. Shopify itself sends one value
 /// under both names, so the choice only matters for a request built by hand.
-fn header<'a>(headers: &'a dyn Headers, name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a dyn Headers, x_name: &str) -> Option<&'a str> {
     headers
-        .get(&format!("x-shopify-{name}"))
-        .or_else(|| headers.get(&format!("shopify-{name}")))
+        .get(x_name)
+        .or_else(|| headers.get(unprefixed(x_name)))
+}
+
+/// `x-shopify-<name>` → `shopify-<name>`.
+fn unprefixed(x_name: &str) -> &str {
+    x_name.strip_prefix("x-").unwrap_or(x_name)
 }
 
 /// [`header`], owned, with empty values treated as absent; each spelling is
 /// looked at on its own, so an empty `X-` header does not hide a filled new one.
-fn header_owned(headers: &dyn Headers, name: &str) -> Option<String> {
+fn header_owned(headers: &dyn Headers, x_name: &str) -> Option<String> {
     headers
-        .get_owned(&format!("x-shopify-{name}"))
-        .or_else(|| headers.get_owned(&format!("shopify-{name}")))
+        .get_owned(x_name)
+        .or_else(|| headers.get_owned(unprefixed(x_name)))
 }
 
 /// Verifies a Shopify request; nothing is parsed before the MAC matches.
@@ -60,14 +66,14 @@ pub fn verify(
         false,
         &body,
     )?;
-    let topic = header(headers, "topic")
+    let topic = header(headers, "x-shopify-topic")
         .ok_or(Rejection::MissingTopic("X-Shopify-Topic"))?
         .trim()
         .to_ascii_lowercase();
     check_topic(&topic)?;
     check_json_object(&body)?;
-    let event_id = header_owned(headers, "event-id");
-    let webhook_id = header_owned(headers, "webhook-id");
+    let event_id = header_owned(headers, "x-shopify-event-id");
+    let webhook_id = header_owned(headers, "x-shopify-webhook-id");
     let dedup_id = event_id
         .clone()
         .or_else(|| webhook_id.clone())
@@ -76,11 +82,11 @@ pub fn verify(
         kind: SourceKind::Shopify,
         source: source.to_string(),
         topic,
-        shop_domain: header_owned(headers, "shop-domain"),
+        shop_domain: header_owned(headers, "x-shopify-shop-domain"),
         webhook_id,
         event_id,
-        api_version: header_owned(headers, "api-version"),
-        triggered_at: header_owned(headers, "triggered-at"),
+        api_version: header_owned(headers, "x-shopify-api-version"),
+        triggered_at: header_owned(headers, "x-shopify-triggered-at"),
         dedup_id,
         received_at_ms,
     };

@@ -108,7 +108,11 @@ fn encode_with(
     body: &Bytes,
 ) -> Result<Encoded, StoreError> {
     let too_many = || StoreError::Backend("more than 255 lanes or targets".into());
-    let mut payload = Vec::with_capacity(256);
+    // The header's place first (filled in at the end), so the head is built
+    // in one buffer: `payload` is `head[HEADER..]`.
+    let mut head = Vec::with_capacity(512);
+    head.extend([0u8; HEADER as usize]);
+    let payload = &mut head;
     match dead_slot {
         None => payload.push(VERSION),
         Some(slot) => payload.extend([VERSION_DEAD, slot]),
@@ -116,30 +120,31 @@ fn encode_with(
     payload.extend(seq.to_le_bytes());
     payload.push(u8::try_from(lanes.len()).map_err(|_| too_many())?);
     for l in lanes {
-        put_str(&mut payload, &l.lane)?;
+        put_str(payload, &l.lane)?;
         payload.push(u8::try_from(l.targets.len()).map_err(|_| too_many())?);
         for t in &l.targets {
-            put_str(&mut payload, t)?;
+            put_str(payload, t)?;
         }
     }
-    // Serialising a plain struct to JSON cannot fail.
-    let meta = serde_json::to_vec(meta).unwrap_or_default();
-    payload.extend((meta.len() as u32).to_le_bytes());
-    payload.extend(meta);
-    let len = u32::try_from(payload.len() + body.len())
+    // The meta's JSON straight after its length's place (serialising a plain
+    // struct to JSON cannot fail).
+    let meta_at = payload.len();
+    payload.extend([0u8; 4]);
+    let _ = serde_json::to_writer(&mut *payload, meta);
+    let meta_len = (payload.len() - meta_at - 4) as u32;
+    payload[meta_at..meta_at + 4].copy_from_slice(&meta_len.to_le_bytes());
+    let len = u32::try_from(head.len() - HEADER as usize + body.len())
         .ok()
         .filter(|&l| l <= MAX_PAYLOAD)
         .ok_or_else(|| StoreError::Backend("a webhook larger than 256 MiB".into()))?;
     let len_bytes = len.to_le_bytes();
     let crc = crc32c::crc32c_append(
-        crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &payload),
+        crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &head[HEADER as usize..]),
         body,
     );
-    let mut head = Vec::with_capacity(HEADER as usize + payload.len());
-    head.extend(MAGIC);
-    head.extend(len_bytes);
-    head.extend(crc.to_le_bytes());
-    head.extend(payload);
+    head[..4].copy_from_slice(&MAGIC);
+    head[4..8].copy_from_slice(&len_bytes);
+    head[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(Encoded {
         seq,
         head,
