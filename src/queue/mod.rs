@@ -176,6 +176,14 @@ pub trait Store: Send + Sync + 'static {
     /// holds it, in one atomic write where the backend can.
     fn complete_many(&self, lane: &str, done: &[(DeliveryId, u64)]) -> Result<(), StoreError>;
 
+    /// The part of [`Store::complete_many`] that needs no I/O: completes what
+    /// it can in memory and leaves the rest in `done`, for `complete_many`.
+    /// Called on an async worker, so it must never block; the default
+    /// completes nothing.
+    fn complete_in_memory(&self, lane: &str, done: &mut Vec<(DeliveryId, u64)>) {
+        let _ = (lane, done);
+    }
+
     /// Moves a delivery to the dead letters if `lease` still holds it;
     /// `record.state` must be `Dead`.
     fn bury(&self, record: &DeliveryRecord, lease: u64) -> Result<(), StoreError>;

@@ -478,6 +478,23 @@ impl EmbeddedStore {
     }
 
     /// Delivered; see [`Store::complete_many`].
+    /// Completes the deliveries the lane's window holds (a first attempt
+    /// that succeeded: memory only, nothing written) and keeps the others
+    /// (retries, whose records are in the index) in `done`.
+    pub(super) fn complete_held(&self, lane: &str, done: &mut Vec<(DeliveryId, u64)>) {
+        if let Some(ll) = self.lane(lane) {
+            let mut s = ll.state();
+            done.retain(|&(id, lease)| {
+                if s.holds(id.webhook) {
+                    s.finish(id.webhook, id.slot, lease);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
     pub(super) fn complete(
         &self,
         lane: &str,

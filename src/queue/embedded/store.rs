@@ -43,6 +43,10 @@ impl Store for EmbeddedStore {
         self.complete(lane, done)
     }
 
+    fn complete_in_memory(&self, lane: &str, done: &mut Vec<(DeliveryId, u64)>) {
+        self.complete_held(lane, done)
+    }
+
     fn bury(&self, rec: &DeliveryRecord, lease: u64) -> Result<(), StoreError> {
         self.bury_claimed(rec, lease)
     }
