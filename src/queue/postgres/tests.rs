@@ -173,6 +173,243 @@ fn dedup_holds_across_relays_even_when_they_commit_at_once() {
     assert_eq!(stores[0].stats().unwrap().0["x"].pending, 50);
 }
 
+/// A connection of its own to `url` (`schema_url`: a transaction the test
+/// holds open), and its backend's pid.
+async fn raw(url: &str) -> (tokio_postgres::Client, i32) {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let pid = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (c, pid)
+}
+
+/// Waits until `n` backends wait for a lock that backend `pid` holds (asks
+/// on a connection of its own: within a transaction the server's activity
+/// view does not change).
+async fn blocked_by(url: &str, pid: i32, n: i64) {
+    let (c, _) = raw(url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} accepts wait for the other transaction, not {n}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_key_committed_by_another_transaction_mid_accept_is_a_duplicate_of_it() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_as(dir.path(), "relay"));
+    let url = schema_url(&dir.path().display().to_string());
+    let rt = runtime();
+    rt.block_on(async {
+        let (mut other, pid) = raw(&url).await;
+        let w1 = accept("w1", &["x"]);
+        // Another batch (here a bare transaction) has inserted w1's key and
+        // not committed yet: the accept waits for it. Its statement began
+        // before the other committed, so it must read the id afresh.
+        let tx = other.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO shoprelay_dedup (key, webhook_id, accepted_at_ms) VALUES ($1, 4242, 1)",
+            &[&super::accept::key(&w1).to_vec()],
+        )
+        .await
+        .unwrap();
+        let (st, batch) = (
+            s.clone(),
+            vec![accept("w0", &["x"]), w1, accept("w2", &["x"])],
+        );
+        let pending = tokio::task::spawn_blocking(move || st.accept_batch(&batch, 100));
+        blocked_by(&url, pid, 1).await;
+        tx.commit().await.unwrap();
+        let out = pending.await.unwrap().unwrap();
+        assert!(matches!(out[0], AcceptOutcome::Queued(_)), "{out:?}");
+        assert_eq!(out[1], AcceptOutcome::Duplicate(4242));
+        assert!(matches!(out[2], AcceptOutcome::Queued(_)), "{out:?}");
+        assert_eq!(
+            s.stats().unwrap().0["x"].pending,
+            2,
+            "nothing stored for w1"
+        );
+        // Rolled back instead: the accept stores it.
+        let w3 = accept("w3", &["x"]);
+        let tx = other.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO shoprelay_dedup (key, webhook_id, accepted_at_ms) VALUES ($1, 4343, 1)",
+            &[&super::accept::key(&w3).to_vec()],
+        )
+        .await
+        .unwrap();
+        let st = s.clone();
+        let pending = tokio::task::spawn_blocking(move || st.accept_batch(&[w3], 100));
+        blocked_by(&url, pid, 1).await;
+        tx.rollback().await.unwrap();
+        let out = pending.await.unwrap().unwrap();
+        assert!(
+            matches!(out[0], AcceptOutcome::Queued(id) if id != 4343),
+            "{out:?}"
+        );
+        assert_eq!(s.stats().unwrap().0["x"].pending, 3);
+    });
+}
+
+#[test]
+fn a_key_in_two_batches_in_flight_at_once_is_queued_once() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        std::sync::Arc::new(open_as(dir.path(), "relay-a")),
+        std::sync::Arc::new(open_as(dir.path(), "relay-b")),
+    );
+    let url = schema_url(&dir.path().display().to_string());
+    let rt = runtime();
+    rt.block_on(async {
+        let (mut other, pid) = raw(&url).await;
+        // A third transaction holds w1's key, so relay a's batch with w1
+        // stays in flight while others commit.
+        let tx = other.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO shoprelay_dedup (key, webhook_id, accepted_at_ms) VALUES ($1, 4242, 1)",
+            &[&super::accept::key(&accept("w1", &["x"])).to_vec()],
+        )
+        .await
+        .unwrap();
+        let st = a.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            st.accept_batch(&[accept("w1", &["x"]), accept("w2", &["x"])], 100)
+        });
+        blocked_by(&url, pid, 1).await;
+        // A batch of other keys commits meanwhile.
+        let st = b.clone();
+        let w3 = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || st.accept_batch(&[accept("w3", &["x"])], 100)),
+        )
+        .await
+        .expect("a batch of other keys commits while the first waits")
+        .unwrap()
+        .unwrap();
+        assert!(matches!(w3[0], AcceptOutcome::Queued(_)), "{w3:?}");
+        // w1 again, in a second batch in flight: both wait for the key.
+        let st = b.clone();
+        let second = tokio::task::spawn_blocking(move || {
+            st.accept_batch(&[accept("w4", &["x"]), accept("w1", &["x"])], 100)
+        });
+        blocked_by(&url, pid, 2).await;
+        tx.rollback().await.unwrap();
+        let (first, second) = (
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        );
+        assert!(matches!(first[1], AcceptOutcome::Queued(_)), "{first:?}");
+        assert!(matches!(second[0], AcceptOutcome::Queued(_)), "{second:?}");
+        let copies = [first[0], second[1]];
+        let queued = copies
+            .iter()
+            .filter(|o| matches!(o, AcceptOutcome::Queued(_)))
+            .count();
+        assert_eq!(queued, 1, "exactly one copy queued: {copies:?}");
+        let ids: Vec<u64> = copies
+            .iter()
+            .map(|o| match o {
+                AcceptOutcome::Queued(id) | AcceptOutcome::Duplicate(id) => *id,
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1], "the duplicate names the queued copy");
+        assert_ne!(ids[0], 4242, "the rolled-back copy is not it");
+    });
+    assert_eq!(a.stats().unwrap().0["x"].pending, 4);
+}
+
+#[test]
+fn shared_keys_racing_in_concurrent_batches_are_queued_once_each() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_as(dir.path(), "relay");
+    // Two batches at once, round after round, sharing half their keys (in
+    // opposite orders), each also holding a copy of a key twice.
+    for round in 0..20 {
+        let go = std::sync::Barrier::new(2);
+        let outcomes: Vec<(Vec<String>, Vec<AcceptOutcome>)> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|side| {
+                    let (s, go) = (&s, &go);
+                    sc.spawn(move || {
+                        let mut names: Vec<String> = (0..16)
+                            .map(|n| format!("r{round}-shared-{n}"))
+                            .chain((0..16).map(|n| format!("r{round}-own{side}-{n}")))
+                            .collect();
+                        if side == 1 {
+                            names.reverse();
+                        }
+                        names.push(names[3].clone());
+                        let batch: Vec<Accept> = names.iter().map(|n| accept(n, &["x"])).collect();
+                        go.wait();
+                        (names, s.accept_batch(&batch, 100).unwrap())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut by_name: BTreeMap<&str, Vec<AcceptOutcome>> = BTreeMap::new();
+        for (names, out) in &outcomes {
+            assert_eq!(names.len(), out.len());
+            for (n, o) in names.iter().zip(out) {
+                by_name.entry(n).or_default().push(*o);
+            }
+        }
+        assert_eq!(by_name.len(), 48);
+        for (name, outs) in by_name {
+            let queued: Vec<u64> = outs
+                .iter()
+                .filter_map(|o| match o {
+                    AcceptOutcome::Queued(id) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(queued.len(), 1, "{name}: {outs:?}");
+            for o in &outs {
+                let (AcceptOutcome::Queued(id) | AcceptOutcome::Duplicate(id)) = o;
+                assert_eq!(*id, queued[0], "{name}: {outs:?}");
+            }
+        }
+    }
+    assert_eq!(s.stats().unwrap().0["x"].pending, 20 * 48);
+}
+
 #[test]
 fn retention_deletes_what_no_delivery_needs() {
     if !ready() {
