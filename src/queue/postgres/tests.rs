@@ -411,6 +411,33 @@ fn shared_keys_racing_in_concurrent_batches_are_queued_once_each() {
 }
 
 #[test]
+fn bodies_are_compressed_with_lz4_where_the_server_can() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_as(dir.path(), "relay");
+    let (can, uses): (bool, String) = s
+        .call(|pool| async move {
+            let c = pool.get().await.map_err(super::pool_err)?;
+            let r = c
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_settings
+                                     WHERE name = 'default_toast_compression'
+                                       AND 'lz4' = ANY (enumvals)),
+                            (SELECT attcompression::text FROM pg_attribute
+                              WHERE attrelid = 'shoprelay_webhooks'::regclass AND attname = 'body')",
+                    &[],
+                )
+                .await
+                .map_err(super::pg_err)?;
+            Ok((r.get(0), r.get(1)))
+        })
+        .unwrap();
+    assert_eq!(uses, if can { "l" } else { "" });
+}
+
+#[test]
 fn retention_deletes_what_no_delivery_needs() {
     if !ready() {
         return;
