@@ -98,13 +98,23 @@ impl PgStore {
             values.push(v);
         }
         let scope = scope.to_string();
+        // Entries unchanged and seen within a day are left out by a plain
+        // read before the upsert: an upsert locks every row it conflicts
+        // with, even one its WHERE then leaves alone, and the lock makes the
+        // statement a write that waits for a log flush at commit. Every
+        // delivery of a customer's webhooks writes the same entries, so with
+        // the lock they queued up behind each other's flushes.
         self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
             let stmt = c
                 .prepare_cached(
                     "INSERT INTO shoprelay_identity AS i (scope, kind, key, value, seen_at_ms)
-                     SELECT $1, k, key, v, $5
+                     SELECT $1, u.k, u.key, u.v, $5
                        FROM unnest($2::text[], $3::text[], $4::text[]) AS u(k, key, v)
+                      WHERE NOT EXISTS (
+                            SELECT 1 FROM shoprelay_identity s
+                             WHERE s.scope = $1 AND s.kind = u.k AND s.key = u.key
+                               AND s.value = u.v AND s.seen_at_ms >= $5::int8 - $6::int8)
                      ON CONFLICT (scope, kind, key) DO UPDATE
                         SET value = EXCLUDED.value, seen_at_ms = EXCLUDED.seen_at_ms
                       WHERE i.value IS DISTINCT FROM EXCLUDED.value

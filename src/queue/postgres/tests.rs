@@ -438,6 +438,66 @@ fn bodies_are_compressed_with_lz4_where_the_server_can() {
 }
 
 #[test]
+fn an_unchanged_identity_entry_is_neither_locked_nor_rewritten() {
+    if !ready() {
+        return;
+    }
+    use crate::mapping::IdKind;
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open_as(dir.path(), "relay"));
+    let entry = |v: &str| vec![(IdKind::Customer, "1".to_string(), v.to_string())];
+    s.identity_put("a.shop", &entry("ann@example.com"), 1_000)
+        .unwrap();
+    let url = schema_url(&dir.path().display().to_string());
+    let rt = runtime();
+    rt.block_on(async {
+        // Another relay's transaction holds the entry's row.
+        let (mut other, pid) = raw(&url).await;
+        let tx = other.transaction().await.unwrap();
+        tx.execute("SELECT 1 FROM shoprelay_identity FOR UPDATE", &[])
+            .await
+            .unwrap();
+        // The same value an hour later: nothing to write, so nothing to wait for.
+        let st = s.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || {
+                st.identity_put("a.shop", &entry("ann@example.com"), 3_600_000)
+            }),
+        )
+        .await
+        .expect("an unchanged entry waits for no lock")
+        .unwrap()
+        .unwrap();
+        // A changed one is written, after the other transaction.
+        let st = s.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            st.identity_put("a.shop", &entry("ann@example.org"), 3_600_000)
+        });
+        blocked_by(&url, pid, 1).await;
+        tx.rollback().await.unwrap();
+        changed.await.unwrap().unwrap();
+    });
+    let seen: i64 = s
+        .call(|pool| async move {
+            let c = pool.get().await.map_err(super::pool_err)?;
+            let r = c
+                .query_one("SELECT seen_at_ms FROM shoprelay_identity", &[])
+                .await
+                .map_err(super::pg_err)?;
+            Ok(r.get(0))
+        })
+        .unwrap();
+    assert_eq!(seen, 3_600_000);
+    assert_eq!(
+        s.identity_get("a.shop", IdKind::Customer, "1")
+            .unwrap()
+            .as_deref(),
+        Some("ann@example.org")
+    );
+}
+
+#[test]
 fn retention_deletes_what_no_delivery_needs() {
     if !ready() {
         return;
