@@ -80,6 +80,8 @@ pub struct PgStore {
     /// When the lane counts were last folded (also from `flush`, at most
     /// every `retention::FOLD_EVERY`).
     last_fold: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Accepts' notifications to other relays, gathered (`accept.rs`).
+    notices: Arc<accept::Notices>,
 }
 
 impl PgStore {
@@ -140,6 +142,7 @@ impl PgStore {
             reachable: Arc::new(AtomicBool::new(true)),
             last_sweep: Default::default(),
             last_fold: Default::default(),
+            notices: Default::default(),
         };
         store.call(|pool| async move {
             let mut client = pool.get().await.map_err(pool_err)?;
