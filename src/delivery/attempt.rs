@@ -68,6 +68,37 @@ pub struct Context {
     pub stop: Shutdown,
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context for unit tests: the default mapping, no jq rules, and a stop
+    /// that fires only when the returned trigger does (keep it alive).
+    pub(crate) fn for_tests(
+        destinations: HashMap<String, Arc<Destination>>,
+        identity: Option<Arc<dyn Store>>,
+        retry: RetryConfig,
+        clock: fn() -> u64,
+    ) -> (Context, crate::shutdown::Trigger) {
+        let (trigger, stop) = crate::shutdown::channel();
+        let cfg = crate::config::Config::from_toml_str(
+            "[sources.s]\nkind = \"shopify\"\nsecrets = [\"x\"]\ndestinations = []\n",
+            &|_| None,
+        )
+        .expect("test config");
+        let ctx = Context {
+            destinations,
+            mapping: Arc::new(MappingConfig::default()),
+            identity,
+            retry,
+            clock,
+            mapped: Default::default(),
+            selections: Selections::new(&cfg),
+            metrics: Default::default(),
+            stop,
+        };
+        (ctx, trigger)
+    }
+}
+
 /// What a lane needs of one mapped event: its routing keys and its bytes
 /// (not the JSON tree, which is several times larger).
 struct MappedEvent {
@@ -425,24 +456,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> =
             Arc::new(crate::queue::embedded::EmbeddedStore::open(dir.path()).expect("store"));
-        let (_trigger, stop) = crate::shutdown::channel();
-        let ctx = Context {
-            destinations: HashMap::new(),
-            mapping: Arc::new(MappingConfig::default()),
-            identity: Some(store),
-            retry: RetryConfig::default(),
-            clock: || 1_700_000_000_000,
-            mapped: Default::default(),
-            selections: crate::delivery::rules::Selections::new(
-                &crate::config::Config::from_toml_str(
-                    "[sources.s]\nkind = \"shopify\"\nsecrets = [\"x\"]\ndestinations = []\n",
-                    &|_| None,
-                )
-                .expect("config"),
-            ),
-            metrics: Default::default(),
-            stop,
-        };
+        let (ctx, _trigger) =
+            Context::for_tests(HashMap::new(), Some(store), RetryConfig::default(), || {
+                1_700_000_000_000
+            });
         let order = include_str!("../../samples/shopify/orders__create.json");
         let webhook = crate::queue::contract::webhook("e1", order);
         let lane = || ctx.mapped.get_or_map(7, &webhook, &ctx);

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use warp::Filter;
 
 use super::NOW;
-use crate::config::{DestinationConfig, Format, MappingConfig, RetryConfig, Secret};
+use crate::config::{DestinationConfig, Format, RetryConfig, Secret};
 use crate::delivery::attempt::{Context, Decision, attempt};
 use crate::delivery::classify::{Failure, Outcome};
 use crate::delivery::destination::Destination;
@@ -188,27 +188,15 @@ async fn transport_errors_retry_without_leaking_the_url() {
 /// `max_age` (the clock stands still at `NOW`, so a zero window gives up at once).
 async fn one_attempt(url: &str, max_age: Duration) -> Decision {
     let hook = std::sync::Arc::new(destination(dest(Format::Webhook), url));
-    let (_trigger, stop) = crate::shutdown::channel();
-    let ctx = Context {
-        destinations: [("wire".to_string(), hook)].into(),
-        mapping: std::sync::Arc::new(MappingConfig::default()),
-        identity: None,
-        retry: RetryConfig {
+    let (ctx, _trigger) = Context::for_tests(
+        [("wire".to_string(), hook)].into(),
+        None,
+        RetryConfig {
             max_age,
             ..RetryConfig::default()
         },
-        clock: || NOW,
-        mapped: Default::default(),
-        selections: crate::delivery::rules::Selections::new(
-            &crate::config::Config::from_toml_str(
-                "[sources.s]\nkind = \"shopify\"\nsecrets = [\"x\"]\ndestinations = []\n",
-                &|_| None,
-            )
-            .expect("config"),
-        ),
-        metrics: Default::default(),
-        stop,
-    };
+        || NOW,
+    );
     let order = include_str!("../../../samples/shopify/orders__create.json");
     let webhook = crate::queue::contract::webhook("e1", order);
     let id = DeliveryId {
