@@ -2,12 +2,11 @@
 //! per (scope, kind, key), shared by every relay, so a customer learned by
 //! one relay's webhook names the events another relay maps.
 
-use super::{PgStore, pg_err, pool_err, to_i64};
+use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_i64};
 use crate::mapping::IdKind;
 use crate::queue::StoreError;
 
 /// Rows one expiry statement deletes at most.
-const BATCH: i64 = 5000;
 /// An unchanged entry seen more recently than this is not rewritten.
 const REWRITE_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -182,21 +181,14 @@ impl PgStore {
     pub(super) fn identity_remove_before(&self, before_ms: u64) -> Result<usize, StoreError> {
         self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let mut total = 0;
-            loop {
-                let n = c
-                    .execute(
-                        "DELETE FROM shoprelay_identity WHERE ctid IN (
-                             SELECT ctid FROM shoprelay_identity WHERE seen_at_ms < $1 LIMIT $2)",
-                        &[&to_i64(before_ms), &BATCH],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                total += n as usize;
-                if n < BATCH as u64 {
-                    return Ok(total);
-                }
-            }
+            let n = delete_in_batches(
+                &c,
+                "DELETE FROM shoprelay_identity WHERE ctid IN (
+                     SELECT ctid FROM shoprelay_identity WHERE seen_at_ms < $1 LIMIT $2)",
+                &[&to_i64(before_ms), &DELETE_BATCH],
+            )
+            .await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
     }
 }

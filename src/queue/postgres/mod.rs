@@ -259,6 +259,27 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
         .join("; ")
 }
 
+/// Rows one retention statement deletes at most, so that no expiry or sweep
+/// holds its locks for long.
+const DELETE_BATCH: i64 = 5000;
+
+/// Runs `sql`, a `DELETE` of at most [`DELETE_BATCH`] rows (passed among
+/// `params`), until a run deletes fewer; returns how many were deleted.
+async fn delete_in_batches(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = c.execute(sql, params).await.map_err(pg_err)?;
+        total += n;
+        if n < DELETE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
 fn pg_err(e: tokio_postgres::Error) -> StoreError {
     let detail = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),

@@ -18,11 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{PgStore, pg_err, pool_err, to_i64, to_u64};
+use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_i64, to_u64};
 use crate::queue::{LaneStats, StoreError};
 
-/// Rows one delete statement takes at most: short transactions, short locks.
-const BATCH: i64 = 5000;
 /// How often `flush` looks for webhooks no delivery needs.
 pub(super) const EVERY: Duration = Duration::from_secs(30);
 /// How often `flush` folds the lanes' count deltas (the relay flushes every
@@ -167,21 +165,14 @@ impl PgStore {
     pub(super) fn expire_dedup_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
         self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let mut total = 0;
-            loop {
-                let n = c
-                    .execute(
-                        "DELETE FROM shoprelay_dedup WHERE key IN (
-                             SELECT key FROM shoprelay_dedup WHERE accepted_at_ms < $1 LIMIT $2)",
-                        &[&to_i64(before_ms), &BATCH],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                total += n as usize;
-                if n < BATCH as u64 {
-                    return Ok(total);
-                }
-            }
+            let n = delete_in_batches(
+                &c,
+                "DELETE FROM shoprelay_dedup WHERE key IN (
+                     SELECT key FROM shoprelay_dedup WHERE accepted_at_ms < $1 LIMIT $2)",
+                &[&to_i64(before_ms), &DELETE_BATCH],
+            )
+            .await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
         })
     }
 
@@ -207,24 +198,16 @@ impl PgStore {
     pub(super) fn sweep_now(&self) -> Result<u64, StoreError> {
         self.call(|pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let mut total = 0;
-            loop {
-                let n = c
-                    .execute(
-                        "DELETE FROM shoprelay_webhooks WHERE id IN (
-                             SELECT w.id FROM shoprelay_webhooks w
-                              WHERE NOT EXISTS (SELECT 1 FROM shoprelay_deliveries d
-                                                 WHERE d.webhook_id = w.id)
-                              LIMIT $1)",
-                        &[&BATCH],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                total += n;
-                if n < BATCH as u64 {
-                    return Ok(total);
-                }
-            }
+            delete_in_batches(
+                &c,
+                "DELETE FROM shoprelay_webhooks WHERE id IN (
+                     SELECT w.id FROM shoprelay_webhooks w
+                      WHERE NOT EXISTS (SELECT 1 FROM shoprelay_deliveries d
+                                         WHERE d.webhook_id = w.id)
+                      LIMIT $1)",
+                &[&DELETE_BATCH],
+            )
+            .await
         })
     }
 }
