@@ -7,6 +7,11 @@ use std::sync::Mutex;
 use super::{Store, StoreError};
 use crate::mapping::{IdKind, Known, Learned};
 
+/// An unchanged entry is rewritten (to refresh the time retention counts
+/// from) at most this often: every backend skips the write otherwise, so a
+/// returning customer's webhooks cost reads, not writes.
+pub const REFRESH_MS: u64 = 86_400_000;
+
 /// At most this many of a customer's orders are found by a redact beyond
 /// those it lists (a bound on one erase, not on the map).
 const MAX_ORDERS_PER_ERASE: usize = 100_000;

@@ -11,11 +11,9 @@ use super::EmbeddedStore;
 use super::index::{be, err, read_u64};
 use crate::mapping::IdKind;
 use crate::queue::StoreError;
+use crate::queue::identity::REFRESH_MS;
 
 const PREFIX: u8 = b'i';
-
-/// An unchanged entry is rewritten (to refresh its time) at most this often.
-const REFRESH_MS: u64 = 86_400_000;
 
 /// `i`, scope length (u16), scope, kind: the prefix of one scope's kind.
 fn kind_prefix(scope: &str, kind: IdKind) -> Result<Vec<u8>, StoreError> {

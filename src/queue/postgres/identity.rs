@@ -5,10 +5,7 @@
 use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_i64};
 use crate::mapping::IdKind;
 use crate::queue::StoreError;
-
-/// Rows one expiry statement deletes at most.
-/// An unchanged entry seen more recently than this is not rewritten.
-const REWRITE_AFTER_MS: i64 = 24 * 3600 * 1000;
+use crate::queue::identity::REFRESH_MS;
 
 fn kind(k: IdKind) -> String {
     char::from(k.as_byte()).to_string()
@@ -129,7 +126,7 @@ impl PgStore {
                     &keys,
                     &values,
                     &to_i64(now_ms),
-                    &REWRITE_AFTER_MS,
+                    &to_i64(REFRESH_MS),
                 ],
             )
             .await
