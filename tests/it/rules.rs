@@ -4,30 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha1::Sha1;
 
 use crate::common::receiver::TestReceiver;
-use crate::common::relay::{Dest, Opts, Relay, SECRET};
-use crate::common::sign::ShopifyWebhook;
+use crate::common::relay::{Opts, Relay, SECRET, signed_dest as dest};
+use crate::common::sign::{DEST_SECRET, ShopifyWebhook, x_signature as sha1_hex};
 use crate::common::{client, eventually, send_json, within};
-
-const DEST_SECRET: &str = "dest-secret";
-
-fn sha1_hex(body: &[u8]) -> String {
-    let mut m = Hmac::<Sha1>::new_from_slice(DEST_SECRET.as_bytes()).unwrap();
-    m.update(body);
-    hex::encode(m.finalize().into_bytes())
-}
-
-fn dest(name: &str, r: &TestReceiver, extra: &str) -> Dest {
-    Dest {
-        name: name.into(),
-        url: r.url.clone(),
-        extra: format!("shared_secret = \"{DEST_SECRET}\"\n{extra}"),
-    }
-}
 
 /// An order of `total` with a customer: identify + track.
 fn order(n: u64, total: &str) -> ShopifyWebhook<'static> {
@@ -90,7 +72,10 @@ async fn each_destination_gets_what_its_rules_allow_signed_as_sent() {
         assert!(e.get("context").is_none(), "{e}");
         totals.push(e["properties"]["total"].clone());
         // The transformed bytes are the signed bytes.
-        assert_eq!(r.header("x-signature").unwrap(), sha1_hex(&r.body));
+        assert_eq!(
+            r.header("x-signature").unwrap(),
+            sha1_hex(DEST_SECRET, &r.body)
+        );
         // The messageId is the event's own: the same as the unfiltered copy.
         let original = tracks(&got_all)
             .into_iter()
@@ -141,7 +126,7 @@ async fn a_transform_with_no_output_drops_and_counts() {
     );
     assert_eq!(
         got[0].header("x-signature").unwrap(),
-        sha1_hex(&got[0].body)
+        sha1_hex(DEST_SECRET, &got[0].body)
     );
     assert_eq!(
         relay.stats().await["skipped_by_destination"]["crm"]["transform"],

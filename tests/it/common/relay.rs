@@ -15,6 +15,16 @@ pub struct Dest {
     pub extra: String,
 }
 
+/// A destination at `r` signed with [`super::sign::DEST_SECRET`], plus `extra`
+/// lines for its table.
+pub fn signed_dest(name: &str, r: &super::receiver::TestReceiver, extra: &str) -> Dest {
+    Dest {
+        name: name.into(),
+        url: r.url.clone(),
+        extra: format!("shared_secret = \"{}\"\n{extra}", super::sign::DEST_SECRET),
+    }
+}
+
 /// What the test relay is configured with; defaults: one Shopify source
 /// `acme` and one convertedin source `ci`, secrets "s1" and "s2" (rotation),
 /// no destinations.

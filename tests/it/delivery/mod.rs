@@ -10,30 +10,12 @@ mod retry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha1::Sha1;
 
 use crate::common::receiver::{Answer, TestReceiver};
-use crate::common::relay::{Dest, Opts, Relay, SECRET};
-use crate::common::sign::ShopifyWebhook;
+use crate::common::relay::{Dest, Opts, Relay, SECRET, signed_dest as dest};
+use crate::common::sign::{DEST_SECRET, ShopifyWebhook, x_signature as sha1_hex};
 use crate::common::{client, get_json, send_json, until};
-
-const DEST_SECRET: &str = "dest-secret";
-
-fn sha1_hex(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body);
-    hex::encode(m.finalize().into_bytes())
-}
-
-fn dest(name: &str, r: &TestReceiver, extra: &str) -> Dest {
-    Dest {
-        name: name.into(),
-        url: r.url.clone(),
-        extra: format!("shared_secret = \"{DEST_SECRET}\"\n{extra}"),
-    }
-}
 
 /// Fast retries so tests finish in seconds.
 const FAST_RETRY: &str =
