@@ -9,6 +9,7 @@ use super::context::{Draft, Input};
 use super::fields::{id, object, objects, pass, put, put_id, text, time};
 use super::identity::{Subject, resolve};
 use super::{customers, number};
+use crate::event::Identity;
 
 /// orders/create and orders/paid: identify the customer (unless
 /// `identify_on_orders = false` or a guest order), then the order track.
@@ -51,18 +52,26 @@ fn order_properties(
     Ok(props)
 }
 
-/// orders/edited: the payload is `{order_edit: {...}}`, not an order.
-pub(super) fn edited(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
-    let edit = object(input, body, "order_edit", "order_edit")?.unwrap_or(body);
-    let order_id = id(edit, "order_id");
-    let who = resolve(
+/// Whom an event about an order (not the order itself: a refund, a
+/// fulfillment, an edit) concerns: its own email if it has one, else the
+/// order's customer through the identity map, else the order's anonymous id.
+fn about_order(input: &Input<'_>, order_id: &Option<String>, email: Option<String>) -> Identity {
+    resolve(
         input,
         Subject {
+            email,
             of_order: order_id.clone(),
             tokens: &[("order", order_id.clone())],
             ..Subject::default()
         },
-    );
+    )
+}
+
+/// orders/edited: the payload is `{order_edit: {...}}`, not an order.
+pub(super) fn edited(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
+    let edit = object(input, body, "order_edit", "order_edit")?.unwrap_or(body);
+    let order_id = id(edit, "order_id");
+    let who = about_order(input, &order_id, None);
     let mut props = Map::new();
     put_id(&mut props, "order_id", order_id);
     put_id(&mut props, "order_edit_id", id(edit, "id"));
@@ -76,14 +85,7 @@ pub(super) fn edited(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec
 /// refund transactions), `products` the refunded lines with refunded quantities.
 pub(super) fn refund(input: &Input<'_>, body: &Map<String, Value>) -> Result<Vec<Draft>, MapError> {
     let order_id = id(body, "order_id");
-    let who = resolve(
-        input,
-        Subject {
-            of_order: order_id.clone(),
-            tokens: &[("order", order_id.clone())],
-            ..Subject::default()
-        },
-    );
+    let who = about_order(input, &order_id, None);
     let transactions = objects(input, body, "transactions", "transactions")?.unwrap_or_default();
     let refunds: Vec<_> = transactions
         .iter()
@@ -158,15 +160,7 @@ pub(super) fn fulfillment(
     body: &Map<String, Value>,
 ) -> Result<Vec<Draft>, MapError> {
     let order_id = id(body, "order_id");
-    let who = resolve(
-        input,
-        Subject {
-            email: text(body, "email"),
-            of_order: order_id.clone(),
-            tokens: &[("order", order_id.clone())],
-            ..Subject::default()
-        },
-    );
+    let who = about_order(input, &order_id, text(body, "email"));
     let items = objects(input, body, "line_items", "line_items")?;
     let mut props = Map::new();
     put_id(&mut props, "fulfillment_id", id(body, "id"));
