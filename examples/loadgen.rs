@@ -1418,13 +1418,7 @@ async fn vs_ceiling(args: &Args, body: &Bytes, signature: &str) -> bool {
         ratios.push(ratio);
         valid &= clean && r.balanced;
     }
-    ratios.sort_by(f64::total_cmp);
-    let mid = ratios.len() / 2;
-    let median = if ratios.len() % 2 == 0 {
-        (ratios[mid - 1] + ratios[mid]) / 2.0
-    } else {
-        ratios[mid]
-    };
+    let median = median(&mut ratios);
     println!("ratio relay/ceiling: {median:.2} (median of rounds)");
     println!(
         "RESULT {}",
@@ -1484,13 +1478,7 @@ async fn vs_rules(args: &Args, body: &Bytes, signature: &str) -> bool {
         println!("round {round} ratio rules/no rules (deliveries/s): {ratio:.3}");
         ratios.push(ratio);
     }
-    ratios.sort_by(f64::total_cmp);
-    let mid = ratios.len() / 2;
-    let median = if ratios.len() % 2 == 0 {
-        (ratios[mid - 1] + ratios[mid]) / 2.0
-    } else {
-        ratios[mid]
-    };
+    let median = median(&mut ratios);
     println!(
         "ratio rules/no rules: {median:.3} (median of rounds; the rules cost {:.1}% of fan-out throughput)",
         (1.0 - median) * 100.0
@@ -1560,5 +1548,16 @@ async fn main() {
     print_report(&args, &r);
     if !r.balanced {
         std::process::exit(2);
+    }
+}
+
+/// The median of the rounds' ratios (sorts them).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (values[mid - 1] + values[mid]) / 2.0,
+        _ => values[mid],
     }
 }
