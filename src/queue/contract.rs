@@ -31,6 +31,7 @@ macro_rules! store_contract {
             survives_reopen,
             an_outcome_after_the_lease_ended_changes_nothing,
             complete_many_is_complete_for_each,
+            completing_in_memory_first_is_the_same_as_complete_many,
             counts_follow_every_operation,
             lanes_with_work_are_listed,
             identity_entries_are_kept_per_scope_and_kind,
@@ -396,6 +397,44 @@ pub fn complete_many_is_complete_for_each(open: &Open) {
         .unwrap();
     assert_eq!(pending(&*s, "y"), 1);
     s.complete_many("y", &[(y[0].record.id, y[0].lease)])
+        .unwrap();
+    assert!(s.stats().unwrap().0.is_empty());
+}
+
+/// `complete_in_memory` (on the async worker), then `complete_many` of what
+/// it left, ends exactly the deliveries `complete_many` alone would: first
+/// attempts and retries alike, and none whose lease has moved on.
+pub fn completing_in_memory_first_is_the_same_as_complete_many(open: &Open) {
+    let (_d, s) = fresh(open);
+    s.accept_batch(
+        &[
+            accept("a", &["x"]),
+            accept("b", &["x"]),
+            accept("c", &["x"]),
+        ],
+        100,
+    )
+    .unwrap();
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    assert_eq!(c.len(), 3);
+    // b becomes a retry (its record in the index), claimed again.
+    s.update(&failed(&c[1], 200), c[1].lease).unwrap();
+    let b = s.claim_due("x", 200, 1000, 10).unwrap();
+    assert_eq!(b.len(), 1);
+    let stale = (c[2].record.id, c[2].lease + 1_000_000);
+    let mut done = vec![
+        (c[0].record.id, c[0].lease),
+        (b[0].record.id, b[0].lease),
+        stale,
+    ];
+    s.complete_in_memory("x", &mut done);
+    s.complete_many("x", &done).unwrap();
+    assert_eq!(
+        pending(&*s, "x"),
+        1,
+        "c, whose token was wrong, is still pending"
+    );
+    s.complete_many("x", &[(c[2].record.id, c[2].lease)])
         .unwrap();
     assert!(s.stats().unwrap().0.is_empty());
 }

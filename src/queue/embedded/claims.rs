@@ -500,20 +500,10 @@ impl EmbeddedStore {
         lane: &str,
         done: &[(DeliveryId, u64)],
     ) -> Result<(), StoreError> {
-        let mut retries: Vec<(DeliveryId, u64)> = Vec::new();
-        match self.lane(lane) {
-            Some(ll) => {
-                let mut s = ll.state();
-                for &(id, lease) in done {
-                    if s.holds(id.webhook) {
-                        s.finish(id.webhook, id.slot, lease);
-                    } else {
-                        retries.push((id, lease));
-                    }
-                }
-            }
-            None => retries.extend_from_slice(done),
-        }
+        // First attempts the lane's window holds end in memory; what is left
+        // are retries, whose records are in the index.
+        let mut retries = done.to_vec();
+        self.complete_held(lane, &mut retries);
         if retries.is_empty() {
             return Ok(());
         }
