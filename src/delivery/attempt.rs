@@ -471,4 +471,28 @@ mod tests {
         );
         assert!(a.as_ref().as_ref().is_ok_and(|events| !events.is_empty()));
     }
+
+    /// The identity map could not be read: the attempt is a retry on the usual
+    /// schedule (never a mapping without the map, never a dead letter while the
+    /// window lasts), and the reason says what failed.
+    #[test]
+    fn an_unreadable_identity_map_retries_the_attempt() {
+        let (ctx, _trigger) =
+            Context::for_tests(HashMap::new(), None, RetryConfig::default(), || 1_000);
+        let id = crate::queue::DeliveryId {
+            webhook: 1,
+            slot: 0,
+        };
+        let rec = DeliveryRecord::new(id, "wh".into(), vec!["wh".into()], 1_000);
+        let e = StoreError::Backend("database: connection refused".into());
+        match unmapped(&ctx, rec, 1_000, e) {
+            Decision::Retry { record, summary } => {
+                assert_eq!(record.attempts, 1);
+                assert!(record.due_ms > 1_000, "due later: {}", record.due_ms);
+                assert!(summary.contains("identity map unavailable"), "{summary}");
+                assert!(summary.contains("connection refused"), "{summary}");
+            }
+            other => panic!("not a retry: {other:?}"),
+        }
+    }
 }
