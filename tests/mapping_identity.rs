@@ -335,3 +335,23 @@ mod histories {
         }
     }
 }
+
+#[test]
+fn a_refunds_currency_is_the_orders_before_the_presentment_currency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let cfg = MappingConfig::default();
+    let steps = sequence::steps();
+    map_learn(&store, &cfg, "a", steps[4].topic, &steps[4].body);
+    let mut refund = steps[5].body.clone();
+    refund["presentment_currency"] = json!("EUR");
+    let calls = map_learn(&store, &cfg, "b", "refunds/create", &refund);
+    assert_eq!(
+        calls[0]["properties"]["currency"], "USD",
+        "the order's, through the map"
+    );
+    // An order the relay never saw: the presentment currency.
+    refund["order_id"] = json!(1);
+    let calls = map_learn(&store, &cfg, "c", "refunds/create", &refund);
+    assert_eq!(calls[0]["properties"]["currency"], "EUR");
+}
