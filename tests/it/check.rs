@@ -58,6 +58,31 @@ fn shipped_config_checks_and_prints_routes_without_secrets() {
 }
 
 #[test]
+fn the_mapping_rule_and_identity_retention_are_shown() {
+    let shipped = include_str!("../../relay.toml");
+    let (code, out, err) = check(shipped, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "mapping userId = email, else customer id, identity map kept 365d after last seen"
+        ),
+        "{out}"
+    );
+    let by_id = shipped
+        .replace("user_id = \"email\"", "user_id = \"customer_id\"")
+        .replace(
+            "identity_retention = \"365d\"",
+            "identity_retention = \"30d\"",
+        );
+    let (code, out, err) = check(&by_id, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mapping userId = customer id, identity map kept 30d after last seen"),
+        "{out}"
+    );
+}
+
+#[test]
 fn every_broken_case_names_its_key() {
     let base = "[sources.acme]\nkind = \"shopify\"\nsecrets = [\"x\"]\ndestinations = [\"d\"]\n[destinations.d]\nurl = \"http://127.0.0.1:1/\"\n";
     let cases: &[(&str, &str)] = &[
