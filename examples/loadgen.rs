@@ -425,11 +425,11 @@ fn relay_toml(
 /// The database side of a run on PostgreSQL: a schema of the run's own, and
 /// what the server did meanwhile.
 mod db {
-    use shoprelay::queue::postgres::tls;
+    use shoprelay::config::pg_url;
 
     /// Connects to `url` as the relay would (sslmode and all).
     async fn connect(url: &str) -> tokio_postgres::Client {
-        let target = tls::parse(url).unwrap_or_else(|e| panic!("--storage-url: {e}"));
+        let target = pg_url::parse(url).unwrap_or_else(|e| panic!("--storage-url: {e}"));
         let connector = target
             .connector()
             .unwrap_or_else(|e| panic!("--storage-url: {e}"));

@@ -22,10 +22,6 @@
 //! | 5 | [`delivery`] | lanes, formats, signing, retry schedule |
 //! | 6 | [`http`] | ingest and admin listeners |
 //!
-//! One import still runs up: `config` checks a PostgreSQL URL's `sslmode`
-//! with `queue::postgres::tls`'s parser (to move into `config` once the
-//! PostgreSQL work settles).
-//!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
 pub mod config;

@@ -10,6 +10,7 @@ mod interp;
 pub mod jq;
 mod limits;
 mod mapping;
+pub mod pg_url;
 mod rate;
 mod reader;
 mod storage;

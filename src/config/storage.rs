@@ -105,7 +105,7 @@ pub fn check_postgres_url(raw: &str) -> Result<(), String> {
         ));
     }
     // As the store reads it: sslmode and sslrootcert, then tokio-postgres.
-    let target = crate::queue::postgres::tls::parse(raw).map_err(|e| {
+    let target = super::pg_url::parse(raw).map_err(|e| {
         if e.starts_with("not a valid") {
             format!("{e} {example}")
         } else {
@@ -113,8 +113,8 @@ pub fn check_postgres_url(raw: &str) -> Result<(), String> {
         }
     })?;
     // The root file is read now, so `check` finds a missing or empty one.
-    if target.verify != crate::queue::postgres::tls::Verify::Nothing {
-        target.connector()?;
+    if target.verify != super::pg_url::Verify::Nothing {
+        target.load_roots()?;
     }
     let cfg = target.pg;
     if cfg.get_hosts().is_empty() {

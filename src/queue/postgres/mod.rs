@@ -233,7 +233,7 @@ impl Drop for PgStore {
 fn connect_config(
     url: &str,
 ) -> Result<(tokio_postgres::Config, tls::MakeRustlsConnect), StoreError> {
-    let target = tls::parse(url).map_err(StoreError::Backend)?;
+    let target = crate::config::pg_url::parse(url).map_err(StoreError::Backend)?;
     let connector = target.connector().map_err(StoreError::Backend)?;
     Ok((target.pg, connector))
 }
