@@ -1,7 +1,8 @@
 //! Layer 5: delivery. [`lane`] runs one task per destination over the durable
 //! queue; `drive` takes each claimed delivery through one
 //! [`attempt`](mod@attempt) (map, send, decide) and writes the decision to the
-//! queue, metrics and log; [`destination`] holds the HTTP client. The decisions
+//! queue, metrics and log; `mapped` maps each webhook once for all its lanes
+//! (with the identity map); [`destination`] holds the HTTP client. The decisions
 //! below are pure functions: no I/O, no clock (time comes in as milliseconds
 //! since the epoch, randomness as a number in `[0, 1)`), so every one is a
 //! table test.
@@ -21,6 +22,7 @@ pub mod destination;
 mod drive;
 pub mod format;
 pub mod lane;
+mod mapped;
 pub mod pace;
 pub mod retry;
 pub mod rules;
