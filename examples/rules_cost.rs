@@ -100,7 +100,7 @@ fn main() {
     let mut bytes_out = 0usize;
     let started = Instant::now();
     let selections = Selections::new(&cfg);
-    for n in 0..args.iterations {
+    for _ in 0..args.iterations {
         // Once per webhook, as the lanes' mapping cache does.
         let events = shoprelay::mapping::map(&webhook, &cfg.mapping).expect("maps");
         let jsons: Vec<String> = events.iter().map(|e| e.to_json()).collect();
@@ -113,15 +113,18 @@ fn main() {
                 json,
             })
             .collect();
-        // What the mapping cache's entry is to the relay.
-        let held: std::sync::Arc<dyn std::any::Any + Send + Sync> = std::sync::Arc::new(n);
-        // Once per delivery, as the attempt does: the first destination
-        // works out every destination's outcome (`--no-share`: each its own).
+        // Once per webhook, as its mapping does: every destination's
+        // outcome (`--no-share`: each destination its own, per delivery).
+        let selected = if args.no_share {
+            Default::default()
+        } else {
+            selections.select("shop", &candidates)
+        };
         for (name, rules, encoder) in &dests {
             let outcome = if args.no_share {
                 std::sync::Arc::new(rules.select(&candidates))
             } else {
-                selections.get(n, &held, "shop", name, rules, &candidates)
+                shoprelay::delivery::rules::outcome(&selected, name, rules, &candidates)
             };
             let selection = outcome.as_ref().as_ref().expect("no run-time error");
             let requests = encoder

@@ -17,7 +17,7 @@ use crate::sources::Webhook;
 use super::classify::{Failure, Outcome};
 use super::destination::Destination;
 use super::retry::{Step, give_up_reason, next_step};
-use super::rules::{Candidate, RuleError, Selections};
+use super::rules::{self, Candidate, RuleError, Selections};
 
 /// What the queue does with a delivery after an attempt.
 #[derive(Debug)]
@@ -58,8 +58,8 @@ pub struct Context {
     pub clock: fn() -> u64,
     /// Recently mapped webhooks, so the lanes of one fan-out map it once.
     pub mapped: super::mapped::MappedCache,
-    /// What each destination with jq rules gets of recent webhooks.
-    pub selections: Selections,
+    /// Each source's destinations with jq rules, run when a webhook is mapped.
+    pub selections: Arc<Selections>,
     /// Events left out by a destination's filter or transform are counted here.
     pub metrics: Arc<Metrics>,
     /// Ends a wait for a `rate_limit` slot.
@@ -89,7 +89,7 @@ impl Context {
             retry,
             clock,
             mapped: Default::default(),
-            selections: Selections::new(&cfg),
+            selections: Arc::new(Selections::new(&cfg)),
             metrics: Default::default(),
             stop,
         };
@@ -195,29 +195,27 @@ fn count_left_out(metrics: &Metrics, destination: &str, filtered: u32, dropped: 
 pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) -> Decision {
     let started = (ctx.clock)();
     let identity = ctx.identity.as_ref();
-    let found = ctx
-        .mapped
-        .get_or_map(rec.id.webhook, webhook, &ctx.mapping, identity, ctx.clock);
+    let found = ctx.mapped.get_or_map(
+        rec.id.webhook,
+        webhook,
+        &ctx.mapping,
+        &ctx.selections,
+        identity,
+        ctx.clock,
+    );
     let mapped = match found.await {
         Ok(mapped) => mapped,
         Err(e) => return unmapped(ctx, rec, started, e),
     };
-    let events = match mapped.as_ref() {
-        Ok(e) => e,
+    let mapped = match mapped.as_ref() {
+        Ok(m) => m,
         Err(e) => return bury_ours(rec, started, format!("cannot map the webhook: {e}")),
     };
     if rec.targets.is_empty() {
         // Nothing to send to is not a delivery.
         return bury_ours(rec, started, "no destination to send it to".into());
     }
-    let candidates: Vec<Candidate<'_>> = events
-        .iter()
-        .map(|e| Candidate {
-            call: e.call.as_str(),
-            name: e.name.as_deref(),
-            json: &e.json,
-        })
-        .collect();
+    let candidates: Vec<Candidate<'_>> = mapped.events.iter().map(|e| e.candidate()).collect();
     let first_success = rec.targets.len() > 1;
     // The last target's failure, and the Retry-After it asked for.
     let mut last: Option<(Failure, Option<Duration>)> = None;
@@ -231,17 +229,8 @@ pub async fn attempt(ctx: &Context, mut rec: DeliveryRecord, webhook: &Webhook) 
             continue;
         };
         // `events`, `filter`, `transform` (delivery::rules): what this
-        // destination gets, worked out with the other lanes of the fan-out.
-        let source = &webhook.meta().source;
-        let kept: Arc<dyn std::any::Any + Send + Sync> = mapped.clone();
-        let selection = ctx.selections.get(
-            rec.id.webhook,
-            &kept,
-            source,
-            target,
-            &dest.rules,
-            &candidates,
-        );
+        // destination gets, worked out when the webhook was mapped.
+        let selection = rules::outcome(&mapped.selected, target, &dest.rules, &candidates);
         let wanted = match selection.as_ref() {
             Ok(selection) => {
                 if rec.attempts == 0 {

@@ -78,7 +78,7 @@ impl Engine {
             retry: cfg.retry,
             clock,
             mapped: Default::default(),
-            selections: super::rules::Selections::new(cfg),
+            selections: Arc::new(super::rules::Selections::new(cfg)),
             metrics: metrics.clone(),
             stop: stop.clone(),
         });

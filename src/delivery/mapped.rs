@@ -1,6 +1,7 @@
 //! A webhook's events, mapped once for all the lanes of its fan-out, with
 //! the identity map read and written through the store (MAPPING.md →
-//! Identity) off the async workers.
+//! Identity) and each destination's jq rules run (`rules::Selections`), off
+//! the async workers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::queue::{Store, StoreError, WebhookId};
 use crate::sources::Webhook;
 
 use super::blocking::blocking;
+use super::rules::{Candidate, Selected, Selections};
 
 /// What a lane needs of one mapped event: its routing keys and its bytes
 /// (not the JSON tree, which is several times larger).
@@ -20,8 +22,26 @@ pub(super) struct MappedEvent {
     pub json: String,
 }
 
-/// The events (or the mapping error) of a webhook.
-pub(super) type Mapped = Arc<Result<Vec<MappedEvent>, String>>;
+impl MappedEvent {
+    /// What the rules see of it.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            call: self.call.as_str(),
+            name: self.name.as_deref(),
+            json: &self.json,
+        }
+    }
+}
+
+/// A webhook as its lanes send it: its events, and what each destination
+/// with jq rules gets of them.
+pub(super) struct MappedWebhook {
+    pub events: Vec<MappedEvent>,
+    pub selected: Selected,
+}
+
+/// The mapped webhook (or the mapping error).
+pub(super) type Mapped = Arc<Result<MappedWebhook, String>>;
 
 /// Recently mapped webhooks by id. Mapping is a pure function of the stored
 /// webhook (never changed after accept), the mapping config (fixed for the
@@ -50,6 +70,22 @@ type MappedOnce = Arc<tokio::sync::OnceCell<Mapped>>;
 
 /// Webhooks kept; fan-out lanes work the same webhooks at about the same time.
 const MAPPED_CACHE: usize = 1024;
+
+/// Maps `webhook` and runs the jq rules of its source's destinations on the
+/// events.
+fn map_and_select(
+    webhook: &Webhook,
+    cfg: &MappingConfig,
+    selections: &Selections,
+    store: Option<&dyn Store>,
+    now_ms: u64,
+) -> Result<Result<MappedWebhook, String>, StoreError> {
+    Ok(map_and_learn(webhook, cfg, store, now_ms)?.map(|events| {
+        let candidates: Vec<Candidate<'_>> = events.iter().map(MappedEvent::candidate).collect();
+        let selected = selections.select(&webhook.meta().source, &candidates);
+        MappedWebhook { events, selected }
+    }))
+}
 
 /// Maps `webhook`, reading the identity map of its scope in `store` (if any)
 /// and writing what it teaches. A storage error is returned, not mapped
@@ -95,12 +131,14 @@ fn map_and_learn(
 
 impl MappedCache {
     /// The events of `webhook` (stored as `id`), mapped with `mapping` and,
-    /// when there is one, the identity map in `identity`.
+    /// when there is one, the identity map in `identity`, with the outcome of
+    /// each destination's jq rules in `selections`.
     pub(super) async fn get_or_map(
         &self,
         id: WebhookId,
         webhook: &Webhook,
         mapping: &Arc<MappingConfig>,
+        selections: &Arc<Selections>,
         identity: Option<&Arc<dyn Store>>,
         clock: fn() -> u64,
     ) -> Result<Mapped, StoreError> {
@@ -126,14 +164,18 @@ impl MappedCache {
             .get_or_try_init(|| async {
                 let now = clock();
                 let mapped = match identity {
-                    None => map_and_learn(webhook, mapping, None, now)?,
+                    None => map_and_select(webhook, mapping, selections, None, now)?,
                     Some(store) => {
                         // The map is read and written through the store: off the
-                        // async workers, like every other store call of a lane.
+                        // async workers, like every other store call of a lane
+                        // (and the jq rules with it).
                         let (store, cfg, hook) = (store.clone(), mapping.clone(), webhook.clone());
-                        blocking(move || map_and_learn(&hook, &cfg, Some(store.as_ref()), now))
-                            .await
-                            .ok_or_else(|| StoreError::Backend("mapping panicked".into()))??
+                        let selections = selections.clone();
+                        blocking(move || {
+                            map_and_select(&hook, &cfg, &selections, Some(store.as_ref()), now)
+                        })
+                        .await
+                        .ok_or_else(|| StoreError::Backend("mapping panicked".into()))??
                     }
                 };
                 Ok::<Mapped, StoreError>(Arc::new(mapped))
@@ -164,8 +206,14 @@ mod tests {
         let order = include_str!("../../samples/shopify/orders__create.json");
         let webhook = crate::queue::contract::webhook("e1", order);
         let lane = || {
-            ctx.mapped
-                .get_or_map(7, &webhook, &ctx.mapping, ctx.identity.as_ref(), ctx.clock)
+            ctx.mapped.get_or_map(
+                7,
+                &webhook,
+                &ctx.mapping,
+                &ctx.selections,
+                ctx.identity.as_ref(),
+                ctx.clock,
+            )
         };
         let (a, b, c) = tokio::join!(lane(), lane(), lane());
         let (a, b, c) = (a.expect("mapped"), b.expect("mapped"), c.expect("mapped"));
@@ -173,6 +221,6 @@ mod tests {
             Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&a, &c),
             "mapped more than once"
         );
-        assert!(a.as_ref().as_ref().is_ok_and(|events| !events.is_empty()));
+        assert!(a.as_ref().as_ref().is_ok_and(|m| !m.events.is_empty()));
     }
 }

@@ -13,11 +13,11 @@
 //! message (a rule cannot be fixed by retrying; a replay after relay.toml is
 //! fixed runs the rules as they are then).
 
-mod cache;
 mod json;
 mod read;
+mod routes;
 
-pub use cache::Selections;
+pub use routes::{Outcome, Selected, Selections, outcome};
 #[cfg(test)]
 mod tests;
 
