@@ -1,9 +1,10 @@
 //! The PostgreSQL backend: several relays share one durable queue.
 //!
 //! ```text
-//!  accepts ──► group commit: one transaction per batch (dedup keys with
-//!              ON CONFLICT DO NOTHING, webhooks, deliveries), COMMIT with
-//!              synchronous_commit on ──► 200s ──► NOTIFY: other relays' lanes wake
+//!  accepts ──► group commit: one statement, one transaction per batch (dedup
+//!              keys with ON CONFLICT DO NOTHING, webhooks, deliveries), COMMIT
+//!              with synchronous_commit on ──► 200s ──► NOTIFY (at most every
+//!              10 ms): other relays' lanes wake
 //!                  │
 //!  lanes ──► claim: UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED) over the
 //!            lane's ready deliveries: lease owner + token + end (ready_ms)
@@ -19,7 +20,7 @@
 //! | file | concern |
 //! |---|---|
 //! | `schema.rs` | migrations, embedded, under an advisory lock |
-//! | `accept.rs` | accepts: dedup keys, webhooks, deliveries in one transaction |
+//! | `accept.rs` | accepts: dedup keys, webhooks, deliveries in one statement |
 //! | `claims.rs` | claims with `SKIP LOCKED`, leases, outcomes |
 //! | `dead.rs` | dead letters: list, replay, purge |
 //! | `identity.rs` | the identity map, one table |
