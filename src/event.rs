@@ -7,9 +7,10 @@
 
 use serde_json::{Map, Value};
 
-/// Why stored JSON is not an [`Event`] (see [`Event::from_json`]).
+/// Why JSON is not an [`Event`] (see `Event::from_json`, a test helper).
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
-pub enum InvalidEvent {
+pub(crate) enum InvalidEvent {
     /// Not JSON at all.
     #[error("event is not JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -123,10 +124,11 @@ impl Event {
         }
     }
 
-    /// Rebuilds an event from its [`Event::to_json`] text (the queue holds webhooks,
-    /// not events: this is for reading events back in tests and tools). The bytes are kept exactly (key order and number text survive the
-    /// round trip), so a re-sent event is signed over the same bytes.
-    pub fn from_json(json: &str) -> Result<Event, InvalidEvent> {
+    /// Rebuilds an event from its [`Event::to_json`] text, for tests only: nothing
+    /// stores events (the queue holds webhooks and maps them again on delivery). The
+    /// bytes are kept exactly (key order and number text survive the round trip).
+    #[cfg(test)]
+    pub(crate) fn from_json(json: &str) -> Result<Event, InvalidEvent> {
         let value: Value = serde_json::from_str(json)?;
         let call = match value.get("type").and_then(Value::as_str) {
             Some("track") => Call::Track,

@@ -123,8 +123,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Parses a string with `parse`; the error is reported under the key. Values
-    /// of `secret` keys are never shown, so `parse` must not echo them either.
+    /// Parses a string with `parse`; the error is reported under the key. The string
+    /// may be a secret (a token, a password in a URL), so `parse`'s error must never
+    /// echo the value it was given.
     pub fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let s = self.string(name)?;
         match parse(&s) {

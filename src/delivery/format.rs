@@ -55,13 +55,6 @@ pub enum FormatError {
     BadSharedSecret,
 }
 
-impl FormatError {
-    /// Always false: the same events and config give the same error again.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
-}
-
 /// One HTTP request, ready to POST.
 #[derive(Clone, Debug)]
 pub struct Prepared {
@@ -221,20 +214,6 @@ impl Encoder {
             events,
         }
     }
-}
-
-/// [`Encoder::new`] then [`Encoder::prepare`], for callers that do not keep an encoder.
-pub fn prepare<S: AsRef<str>>(
-    dest: &DestinationConfig,
-    events: &[S],
-    now_ms: u64,
-) -> Result<Vec<Prepared>, FormatError> {
-    Encoder::new(dest)?.prepare(events, now_ms)
-}
-
-/// Lowercase hex HMAC-SHA1 of `data`: the `X-Signature` Segment's receivers check.
-pub fn sign(secret: &[u8], data: &[u8]) -> Result<String, FormatError> {
-    Ok(hex_mac(keyed(secret)?, data))
 }
 
 /// Whether a destination's `events` filter lets an event through: no filter passes
