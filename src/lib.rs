@@ -106,7 +106,7 @@ pub async fn run(
     let on_commit = {
         let (wake, metrics) = (wake.clone(), metrics.clone());
         Box::new(move |lanes: &[&str], n: usize| {
-            metrics.observe("shoprelay_commit_batch_size", &[], n as f64);
+            metrics.observe(crate::metrics::names::COMMIT_BATCH_SIZE, &[], n as f64);
             for lane in lanes {
                 wake(lane);
             }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+pub mod names;
+
 /// Delivery latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -42,46 +44,40 @@ pub struct Metrics {
 
 fn family(name: &str) -> Family {
     let (help, kind) = match name {
-        "shoprelay_webhooks_received_total" => (
+        names::WEBHOOKS_RECEIVED => (
             "Webhooks received, by source, topic and outcome (queued, duplicate).",
             "counter",
         ),
-        "shoprelay_webhooks_rejected_total" => {
-            ("Requests refused, by source and reason.", "counter")
-        }
-        "shoprelay_deliveries_total" => (
+        names::WEBHOOKS_REJECTED => ("Requests refused, by source and reason.", "counter"),
+        names::DELIVERIES => (
             "Delivery attempts, by lane (a destination, or a first-success source) and outcome (delivered, retry, dead).",
             "counter",
         ),
-        "shoprelay_events_skipped_total" => (
+        names::EVENTS_SKIPPED => (
             "Events a destination's filter skipped (rule=filter) or its transform dropped (rule=transform), by destination.",
             "counter",
         ),
-        "shoprelay_dead_letters_total" => {
-            ("Deliveries moved to the dead letters, by lane.", "counter")
-        }
-        "shoprelay_delivery_latency_seconds" => (
+        names::DEAD_LETTERS_TOTAL => ("Deliveries moved to the dead letters, by lane.", "counter"),
+        names::DELIVERY_LATENCY => (
             "Time from accept to successful delivery, by lane.",
             "histogram",
         ),
-        "shoprelay_commit_batch_size" => (
+        names::COMMIT_BATCH_SIZE => (
             "Webhooks written per group commit (one fdatasync each).",
             "histogram",
         ),
-        "shoprelay_queue_depth" => (
+        names::QUEUE_DEPTH => (
             "Deliveries pending (waiting or in flight), by lane.",
             "gauge",
         ),
-        "shoprelay_queue_oldest_due_age_seconds" => {
-            ("Age of the earliest due delivery, by lane.", "gauge")
-        }
-        "shoprelay_dead_letters" => ("Dead letters kept now.", "gauge"),
-        "shoprelay_log_damaged_ranges" => (
+        names::QUEUE_OLDEST_DUE_AGE => ("Age of the earliest due delivery, by lane.", "gauge"),
+        names::DEAD_LETTERS => ("Dead letters kept now.", "gauge"),
+        names::LOG_DAMAGED_RANGES => (
             "Damaged ranges of the write-ahead log found and skipped since start.",
             "gauge",
         ),
-        "shoprelay_ingest_connections" => ("Open connections on the ingest listener.", "gauge"),
-        "shoprelay_unverified_body_bytes" => (
+        names::INGEST_CONNECTIONS => ("Open connections on the ingest listener.", "gauge"),
+        names::UNVERIFIED_BODY_BYTES => (
             "Bytes held for request bodies whose signature is not verified yet.",
             "gauge",
         ),
@@ -157,7 +153,7 @@ impl Metrics {
 
     /// Records one observation.
     pub fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        let bounds: &[f64] = if name == "shoprelay_commit_batch_size" {
+        let bounds: &[f64] = if name == names::COMMIT_BATCH_SIZE {
             &BATCH_BUCKETS
         } else {
             &BUCKETS
@@ -203,7 +199,7 @@ impl Metrics {
             .iter()
         {
             header(&mut out, name);
-            let bounds: &[f64] = if *name == "shoprelay_commit_batch_size" {
+            let bounds: &[f64] = if *name == names::COMMIT_BATCH_SIZE {
                 &BATCH_BUCKETS
             } else {
                 &BUCKETS
@@ -229,5 +225,21 @@ impl Metrics {
             let _ = writeln!(out, "{name}{} {v}", render_labels(l, None));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_has_help_and_a_type() {
+        for name in names::ALL {
+            let f = family(name);
+            assert!(!f.help.is_empty(), "{name}");
+            assert_ne!(f.kind, "untyped", "{name}");
+        }
+        let unique: std::collections::BTreeSet<_> = names::ALL.into_iter().collect();
+        assert_eq!(unique.len(), names::ALL.len());
     }
 }

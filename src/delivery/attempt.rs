@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{MappingConfig, RetryConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, names};
 use crate::queue::{DeliveryRecord, DeliveryState, Store, StoreError};
 use crate::shutdown::Shutdown;
 use crate::sources::Webhook;
@@ -182,7 +182,7 @@ fn count_left_out(metrics: &Metrics, destination: &str, filtered: u32, dropped: 
     for (rule, n) in [("filter", filtered), ("transform", dropped)] {
         if n > 0 {
             metrics.inc(
-                "shoprelay_events_skipped_total",
+                names::EVENTS_SKIPPED,
                 &[("destination", destination), ("rule", rule)],
                 u64::from(n),
             );

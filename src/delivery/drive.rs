@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, names};
 use crate::queue::{Claimed, Store};
 
 use super::attempt::{Context, Decision, attempt, bury};
@@ -80,11 +80,7 @@ pub(super) async fn deliver(
         Decision::HandBack => return,
         Decision::Done => {
             let secs = (ctx.clock)().saturating_sub(received) as f64 / 1000.0;
-            metrics.observe(
-                "shoprelay_delivery_latency_seconds",
-                &[("lane", lane)],
-                secs,
-            );
+            metrics.observe(names::DELIVERY_LATENCY, &[("lane", lane)], secs);
             // Batched by the lane's completer; a closed channel means the
             // lane is gone and the lease will bring the delivery back.
             let _ = done.send((id, lease));
@@ -106,12 +102,12 @@ pub(super) async fn deliver(
         } => {
             let reason = summary.as_str();
             tracing::warn!(lane, id = %id, topic, attempts = rec.attempts, status = rec.last_status, reason, "delivery moved to the dead letters (see `shoprelay dead-letters show`)");
-            metrics.inc("shoprelay_dead_letters_total", &[("lane", lane)], 1);
+            metrics.inc(names::DEAD_LETTERS_TOTAL, &[("lane", lane)], 1);
             ("dead", blocking(move || s.bury(&rec, lease)).await)
         }
     };
     metrics.inc(
-        "shoprelay_deliveries_total",
+        names::DELIVERIES,
         &[("lane", lane), ("outcome", outcome)],
         1,
     );

@@ -10,7 +10,7 @@ use warp::reply::Response;
 
 use super::{error, json};
 use crate::config::Secret;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, names};
 use crate::queue::commit::Committer;
 use crate::queue::{DeadLetter, DeliveryId, DeliveryState, Store, webhook_id_string};
 
@@ -106,7 +106,7 @@ fn metrics(a: &Admin) -> Response {
     if let Ok((lanes, dead)) = a.store.stats() {
         for (lane, s) in &lanes {
             gauges.push((
-                "shoprelay_queue_depth",
+                names::QUEUE_DEPTH,
                 vec![("lane", lane.clone())],
                 s.pending as f64,
             ));
@@ -116,25 +116,25 @@ fn metrics(a: &Admin) -> Response {
                 .oldest_due_ms
                 .map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0);
             gauges.push((
-                "shoprelay_queue_oldest_due_age_seconds",
+                names::QUEUE_OLDEST_DUE_AGE,
                 vec![("lane", lane.clone())],
                 age,
             ));
         }
-        gauges.push(("shoprelay_dead_letters", vec![], dead as f64));
+        gauges.push((names::DEAD_LETTERS, vec![], dead as f64));
     }
     gauges.push((
-        "shoprelay_log_damaged_ranges",
+        names::LOG_DAMAGED_RANGES,
         vec![],
         a.store.damaged_ranges() as f64,
     ));
     gauges.push((
-        "shoprelay_ingest_connections",
+        names::INGEST_CONNECTIONS,
         vec![],
         a.ingest_connections.count() as f64,
     ));
     gauges.push((
-        "shoprelay_unverified_body_bytes",
+        names::UNVERIFIED_BODY_BYTES,
         vec![],
         a.body_budget.held() as f64,
     ));
@@ -225,14 +225,14 @@ fn stats(a: &Admin) -> Response {
     json(
         StatusCode::OK,
         &j!({
-            "received": m.counter_sum("shoprelay_webhooks_received_total", &[("outcome", "queued")]),
-            "duplicates": m.counter_sum("shoprelay_webhooks_received_total", &[("outcome", "duplicate")]),
-            "rejected": m.counter_sum("shoprelay_webhooks_rejected_total", &[]),
-            "delivered": m.counter_sum("shoprelay_deliveries_total", &[("outcome", "delivered")]),
-            "retrying": m.counter_sum("shoprelay_deliveries_total", &[("outcome", "retry")]),
+            "received": m.counter_sum(names::WEBHOOKS_RECEIVED, &[("outcome", "queued")]),
+            "duplicates": m.counter_sum(names::WEBHOOKS_RECEIVED, &[("outcome", "duplicate")]),
+            "rejected": m.counter_sum(names::WEBHOOKS_REJECTED, &[]),
+            "delivered": m.counter_sum(names::DELIVERIES, &[("outcome", "delivered")]),
+            "retrying": m.counter_sum(names::DELIVERIES, &[("outcome", "retry")]),
             "dead": dead,
-            "skipped": m.counter_sum("shoprelay_events_skipped_total", &[]),
-            "skipped_by_destination": m.counter_table("shoprelay_events_skipped_total", "destination", "rule"),
+            "skipped": m.counter_sum(names::EVENTS_SKIPPED, &[]),
+            "skipped_by_destination": m.counter_table(names::EVENTS_SKIPPED, "destination", "rule"),
             "lanes": lanes,
         }),
     )

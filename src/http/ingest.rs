@@ -25,7 +25,7 @@ use super::conn::ConnWatch;
 use super::refusals::{PATH_PREFIX_CHARS, RefusalLog, excerpt};
 use super::{closing, error, json_bytes};
 use crate::config::{Config, DeliveryMode};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, names};
 use crate::queue::commit::Committer;
 use crate::queue::{Accept, AcceptOutcome, NewDelivery, StoreError, WebhookId, webhook_id_string};
 use crate::sources::{Rejection, SourceKind, Verifier, Webhook, convertedin, shopify};
@@ -115,7 +115,7 @@ impl Ingest {
         msg: &str,
     ) -> Response {
         self.metrics.inc(
-            "shoprelay_webhooks_rejected_total",
+            names::WEBHOOKS_REJECTED,
             &[("source", source), ("reason", reason)],
             1,
         );
@@ -360,7 +360,7 @@ async fn accept(ingest: &Ingest, source: &str, route: &Route, webhook: Webhook) 
     };
     let count = |outcome: &str| {
         ingest.metrics.inc(
-            "shoprelay_webhooks_received_total",
+            names::WEBHOOKS_RECEIVED,
             &[
                 ("source", source),
                 ("topic", topic_label),
@@ -387,7 +387,7 @@ async fn accept(ingest: &Ingest, source: &str, route: &Route, webhook: Webhook) 
                 _ => "storage",
             };
             ingest.metrics.inc(
-                "shoprelay_webhooks_rejected_total",
+                names::WEBHOOKS_REJECTED,
                 &[("source", source), ("reason", reason)],
                 1,
             );
