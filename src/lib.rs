@@ -145,15 +145,9 @@ pub async fn run(
         ingest_connections: open_ingest.clone(),
         body_budget: budget,
     });
-    let public = {
-        let c = committer.clone();
-        let healthz = warp::path!("healthz")
-            .and(warp::get())
-            .map(move || http::admin::health(&c));
-        http::ingest::Public {
-            ingest,
-            rest: warp::service(healthz.recover(http::not_found)),
-        }
+    let public = http::ingest::Public {
+        ingest,
+        rest: warp::service(http::health::route(committer.clone()).recover(http::not_found)),
     };
     let private = http::admin::routes(admin).recover(http::not_found);
     let timeouts = Timeouts {

@@ -45,10 +45,7 @@ pub fn routes(
         let a = admin.clone();
         warp::any().map(move || a.clone())
     };
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .and(with.clone())
-        .map(|a: Arc<Admin>| health(&a.committer));
+    let healthz = super::health::route(admin.committer.clone());
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with.clone())
@@ -79,15 +76,6 @@ pub fn routes(
                 },
             );
     healthz.or(metrics).unify().or(admin_api).unify()
-}
-
-/// `/healthz`: 200 while the relay can accept webhooks.
-pub fn health(c: &Committer) -> Response {
-    if c.is_healthy() {
-        json(StatusCode::OK, &j!({"status": "ok"}))
-    } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "storage is failing")
-    }
 }
 
 fn authorized(token: Option<&Secret>, header: Option<&str>) -> bool {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod budget;
 pub mod conn;
+pub mod health;
 pub mod ingest;
 pub mod listener;
 pub mod refusals;
