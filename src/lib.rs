@@ -15,7 +15,7 @@
 //! | layer | module | what it does |
 //! |---|---|---|
 //! | 0 | [`timefmt`], [`metrics`], [`shutdown`] | time as text, counters, the stop signal: used by any layer |
-//! | 1 | [`config`] | relay.toml → validated `Config`, including the kinds of source ([`config::SourceKind`]) |
+//! | 1 | [`config`] | relay.toml → validated `Config`, including the kinds of source ([`config::SourceKind`]) and which lanes each source feeds and how each runs ([`config::Routing`]) |
 //! | 2 | [`sources`] | headers + raw bytes → verified [`sources::Webhook`] |
 //! | 3 | [`event`], [`mapping`] | webhook → Segment-spec events (pure; the identity map through a trait) |
 //! | 4 | [`queue`] | `Store` trait, embedded backend (log + sled index), PostgreSQL backend, group commit |
@@ -88,6 +88,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let (store, postgres) = open_store(&cfg).await?;
     let metrics = Arc::new(Metrics::default());
+    // Which lanes each source feeds and how each lane runs, for ingest and delivery.
+    let routing = config::Routing::new(&cfg);
     let clock: fn() -> u64 = timefmt::now_ms;
     let (trigger, stop) = shutdown::channel();
     tokio::spawn(async move {
@@ -95,8 +97,14 @@ pub async fn run(
         trigger.fire();
     });
 
-    let engine =
-        delivery::lane::Engine::start(&cfg, store.clone(), metrics.clone(), clock, stop.clone())?;
+    let engine = delivery::lane::Engine::start(
+        &cfg,
+        &routing,
+        store.clone(),
+        metrics.clone(),
+        clock,
+        stop.clone(),
+    )?;
     let wake: Wake = engine.waker();
     if let Some(pg) = &postgres {
         // Another relay's accepts and replays wake this relay's lanes.
@@ -123,7 +131,7 @@ pub async fn run(
     let budget = BodyBudget::new(limits.unverified_body_budget);
     let open_ingest = Arc::new(Open::default());
     let ingest = Arc::new(Ingest {
-        routes: Ingest::routes(&cfg),
+        routes: Ingest::routes(&cfg, &routing),
         committer: committer.clone(),
         bodies: BodyLimits {
             max_bytes: cfg.server.max_body_bytes,

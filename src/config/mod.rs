@@ -13,6 +13,7 @@ mod mapping;
 pub mod pg_url;
 mod rate;
 mod reader;
+pub mod routing;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use mapping::{MappingConfig, Naming, UserIdRule};
 pub use rate::{RateLimit, parse_rate_limit};
 pub use reader::Problem;
 use reader::{Problems, Reader};
+pub use routing::Routing;
 pub use storage::{
     Backend, DEFAULT_POOL_SIZE, PostgresConfig, StorageConfig, check_postgres_url, masked_url,
 };

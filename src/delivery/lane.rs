@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::config::{Config, DeliveryMode};
+use crate::config::routing::LaneSettings;
+use crate::config::{Config, Routing};
 use crate::metrics::Metrics;
 use crate::queue::Store;
 use crate::shutdown::Shutdown;
@@ -32,10 +33,6 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 /// at 200 µs).
 const CLAIM_GATHER: Duration = Duration::from_micros(200);
 
-/// Requests one delivery may need (an order's identify and track, one
-/// request each with `format = "webhook"`), for the lease of a rate-limited lane.
-const REQUESTS_PER_DELIVERY: usize = 3;
-
 /// All lanes of a relay.
 pub struct Engine {
     wakers: HashMap<String, Arc<Notify>>,
@@ -43,14 +40,9 @@ pub struct Engine {
 }
 
 struct Lane {
-    name: String,
-    /// Its destinations, in order, as relay.toml has them now: for a delivery
-    /// whose record lost its own (rebuilt after it could not be read).
-    targets: Vec<String>,
-    concurrency: usize,
-    /// How long to wait for more events before a batch goes out.
-    linger: Duration,
-    lease: Duration,
+    /// Name, targets (for a delivery whose record lost its own, rebuilt after it
+    /// could not be read), concurrency, linger and lease: from `config::routing`.
+    settings: LaneSettings,
     notify: Arc<Notify>,
     /// No longer in relay.toml: everything it holds is dead-lettered now, not
     /// when it comes due.
@@ -62,6 +54,7 @@ impl Engine {
     /// first-success source, and per lane the queue still holds work for.
     pub fn start(
         cfg: &Config,
+        routing: &Routing,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         clock: fn() -> u64,
@@ -82,86 +75,30 @@ impl Engine {
             metrics: metrics.clone(),
             stop: stop.clone(),
         });
+        let lane = |settings: LaneSettings, orphan: bool| Lane {
+            settings,
+            notify: Arc::new(Notify::new()),
+            orphan,
+        };
         let mut lanes: Vec<Lane> = Vec::new();
         let mut names = BTreeSet::new();
-        let storage = &cfg.storage;
-        let mut add = |name: String,
-                       targets: Vec<String>,
-                       concurrency: usize,
-                       linger: Duration,
-                       timeout: Duration,
-                       orphan: bool| {
-            if names.insert(name.clone()) {
-                lanes.push(Lane {
-                    name,
-                    targets,
-                    concurrency: concurrency.max(1),
-                    linger,
-                    lease: storage.lease_for(timeout),
-                    notify: Arc::new(Notify::new()),
-                    orphan,
-                });
-            }
-        };
-        for (name, d) in &cfg.destinations {
-            let batching = d.format != crate::config::Format::Webhook;
-            add(
-                name.clone(),
-                vec![name.clone()],
-                d.concurrency,
-                if batching { d.linger } else { Duration::ZERO },
-                d.timeout,
-                false,
-            );
-        }
-        for (name, s) in &cfg.sources {
-            if s.delivery == DeliveryMode::FirstSuccess && !s.destinations.is_empty() {
-                let timeout: Duration = s
-                    .destinations
-                    .iter()
-                    .filter_map(|d| cfg.destinations.get(d))
-                    .map(|d| d.timeout)
-                    .sum();
-                add(
-                    crate::queue::first_success_lane(name),
-                    s.destinations.clone(),
-                    8,
-                    Duration::ZERO,
-                    timeout,
-                    false,
-                );
-            }
+        for s in &routing.lanes {
+            names.insert(s.name.clone());
+            lanes.push(lane(s.clone(), false));
         }
         // Work queued under a lane that is no longer configured still gets an
         // owner, which dead-letters it with the reason (nothing waits forever).
         if let Ok(stored) = store.lanes() {
             for name in stored {
-                add(
-                    name,
-                    vec![],
-                    1,
-                    Duration::ZERO,
-                    Duration::from_secs(5),
-                    true,
-                );
+                if names.insert(name.clone()) {
+                    lanes.push(lane(LaneSettings::orphan(&cfg.storage, name), true));
+                }
             }
-        }
-        // A rate limit holds claimed deliveries back: their lease covers the
-        // wait (the lane's slots, each a few requests, one interval apart).
-        for lane in &mut lanes {
-            let interval: Duration = lane
-                .targets
-                .iter()
-                .filter_map(|t| cfg.destinations.get(t)?.rate_limit)
-                .map(|r| r.interval())
-                .sum();
-            let held = interval * (lane.concurrency * REQUESTS_PER_DELIVERY) as u32;
-            lane.lease += held;
         }
         let mut tasks = JoinSet::new();
         let mut wakers = HashMap::new();
         for lane in lanes {
-            wakers.insert(lane.name.clone(), lane.notify.clone());
+            wakers.insert(lane.settings.name.clone(), lane.notify.clone());
             tasks.spawn(run_lane(
                 lane,
                 store.clone(),
@@ -196,10 +133,14 @@ async fn run_lane(
     metrics: Arc<Metrics>,
     mut stop: Shutdown,
 ) {
-    let permits = Arc::new(Semaphore::new(lane.concurrency));
+    let permits = Arc::new(Semaphore::new(lane.settings.concurrency));
     let mut inflight = JoinSet::new();
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let completer = tokio::spawn(complete_batches(done_rx, store.clone(), lane.name.clone()));
+    let completer = tokio::spawn(complete_batches(
+        done_rx,
+        store.clone(),
+        lane.settings.name.clone(),
+    ));
     loop {
         if stop.is_set() {
             break;
@@ -209,7 +150,7 @@ async fn run_lane(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.recv() => break,
         };
-        if !inflight.is_empty() && permits.available_permits() + 1 < lane.concurrency / 2 {
+        if !inflight.is_empty() && permits.available_permits() + 1 < lane.settings.concurrency / 2 {
             tokio::time::sleep(CLAIM_GATHER).await;
         }
         let mut slots = vec![first];
@@ -222,12 +163,12 @@ async fn run_lane(
         } else {
             (ctx.clock)()
         };
-        let lease_until = now + lane.lease.as_millis() as u64;
-        let (s, name, n) = (store.clone(), lane.name.clone(), slots.len());
+        let lease_until = now + lane.settings.lease.as_millis() as u64;
+        let (s, name, n) = (store.clone(), lane.settings.name.clone(), slots.len());
         let claimed = match blocking(move || s.claim_due(&name, now, lease_until, n)).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
-                tracing::error!(lane = lane.name, error = %e, "cannot read the queue; retrying in 1s");
+                tracing::error!(lane = lane.settings.name, error = %e, "cannot read the queue; retrying in 1s");
                 drop(slots);
                 sleep_or_stop(Duration::from_secs(1), &lane.notify, &mut stop).await;
                 continue;
@@ -237,13 +178,13 @@ async fn run_lane(
         let got = claimed.len();
         for (mut c, permit) in claimed.into_iter().zip(slots.drain(..)) {
             if c.record.targets.is_empty() {
-                c.record.targets = lane.targets.clone();
+                c.record.targets = lane.settings.targets.clone();
             }
             let (store, ctx, metrics, lane_name) = (
                 store.clone(),
                 ctx.clone(),
                 metrics.clone(),
-                lane.name.clone(),
+                lane.settings.name.clone(),
             );
             let (notify, done) = (lane.notify.clone(), done_tx.clone());
             let orphan = lane.orphan;
@@ -262,7 +203,7 @@ async fn run_lane(
         }
         // Nothing due: sleep until the next due time, a wake-up, or stop.
         let s = store.clone();
-        let name = lane.name.clone();
+        let name = lane.settings.name.clone();
         let next = blocking(move || s.next_due(&name))
             .await
             .and_then(Result::ok)
@@ -276,8 +217,8 @@ async fn run_lane(
             continue;
         }
         sleep_or_stop(wait, &lane.notify, &mut stop).await;
-        if !lane.linger.is_zero() {
-            tokio::time::sleep(lane.linger).await;
+        if !lane.settings.linger.is_zero() {
+            tokio::time::sleep(lane.settings.linger).await;
         }
     }
     // Finish what is in flight; anything not finished is due again at the next

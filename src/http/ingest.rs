@@ -24,7 +24,7 @@ use super::body::{self, BodyLimits};
 use super::conn::ConnWatch;
 use super::refusals::{PATH_PREFIX_CHARS, RefusalLog, excerpt};
 use super::{closing, error, json_bytes};
-use crate::config::{Config, DeliveryMode};
+use crate::config::{Config, Routing};
 use crate::metrics::{Metrics, names};
 use crate::queue::commit::Committer;
 use crate::queue::{Accept, AcceptOutcome, NewDelivery, StoreError, WebhookId, webhook_id_string};
@@ -65,26 +65,21 @@ pub const UNKNOWN_SOURCE: &str = "unknown";
 pub const OTHER_TOPIC: &str = "other";
 
 impl Ingest {
-    /// Builds routes from config.
-    pub fn routes(cfg: &Config) -> HashMap<String, Route> {
+    /// Builds routes from config: each source's deliveries are its lanes in `routing`.
+    pub fn routes(cfg: &Config, routing: &Routing) -> HashMap<String, Route> {
         cfg.sources
             .iter()
             .map(|(name, s)| {
-                let deliveries = match s.delivery {
-                    DeliveryMode::Fanout => s
-                        .destinations
-                        .iter()
-                        .map(|d| NewDelivery {
-                            lane: d.clone(),
-                            targets: vec![d.clone()],
-                        })
-                        .collect(),
-                    DeliveryMode::FirstSuccess if s.destinations.is_empty() => vec![],
-                    DeliveryMode::FirstSuccess => vec![NewDelivery {
-                        lane: crate::queue::first_success_lane(name),
-                        targets: s.destinations.clone(),
-                    }],
-                };
+                let deliveries = routing
+                    .sources
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|l| NewDelivery {
+                        lane: l.lane.clone(),
+                        targets: l.targets.clone(),
+                    })
+                    .collect();
                 let route = Route {
                     kind: s.kind,
                     verifier: Verifier::new(&s.secrets),

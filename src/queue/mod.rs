@@ -60,11 +60,6 @@ pub fn webhook_id_string(id: WebhookId) -> String {
     format!("{id:016x}")
 }
 
-/// The lane of a first-success source: one delivery walks its destinations in order.
-pub fn first_success_lane(source: &str) -> String {
-    format!("first-success:{source}")
-}
-
 /// A delivery to create at accept time.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
