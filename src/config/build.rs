@@ -1,9 +1,14 @@
 //! Section by section: turns the raw TOML tables into typed config, recording
 //! every problem, then checks the rules that span sections.
+//!
+//! One failure idiom throughout: reading a key gives `Option<T>`, and `None` only
+//! after the problem was recorded under that key (the [`Reader`] accessors, and
+//! [`check`] for a rule on the value read). An absent optional key is its default
+//! ([`optional`]). A section reads every key first, so one run reports every
+//! problem, then builds its struct with `?`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::reader::Reader;
 use super::*;
@@ -19,23 +24,53 @@ pub(super) fn config(root: &Reader<'_>) -> Option<Config> {
         .map(|t| t.keys().cloned().collect())
         .unwrap_or_default();
     let sources = named_tables(root, "sources", |r| source(r, &declared));
-    if sources.0.is_empty() && sources.1 {
+    if sources.as_ref().is_some_and(BTreeMap::is_empty) {
         root.problem("sources", "define at least one [sources.NAME]");
     }
-    let (sources, sources_ok) = sources;
-    let (destinations, destinations_ok) = destinations;
-    let (server, retry, mapping, storage) = (server?, retry?, mapping?, storage?);
-    if !(sources_ok && destinations_ok) {
-        return None;
-    }
     Some(Config {
-        server,
-        storage,
-        retry,
-        mapping,
-        sources,
-        destinations,
+        server: server?,
+        storage: storage?,
+        retry: retry?,
+        mapping: mapping?,
+        sources: sources?,
+        destinations: destinations?,
     })
+}
+
+/// An optional key: `Some(default)` when absent, else what `read` makes of it.
+pub(super) fn optional<T>(
+    r: &Reader<'_>,
+    name: &str,
+    default: T,
+    read: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    if r.has(name) {
+        read(name)
+    } else {
+        Some(default)
+    }
+}
+
+/// `value`, unless `problem` finds one in it: then that is recorded under `name`
+/// and the value is `None`.
+pub(super) fn check<T>(
+    r: &Reader<'_>,
+    name: &str,
+    value: Option<T>,
+    problem: impl FnOnce(&T) -> Option<String>,
+) -> Option<T> {
+    let value = value?;
+    match problem(&value) {
+        Some(reason) => {
+            r.problem(name, reason);
+            None
+        }
+        None => Some(value),
+    }
+}
+
+fn duration(r: &Reader<'_>, name: &str, default: Duration) -> Option<Duration> {
+    optional(r, name, default, |k| r.parsed(k, parse_duration))
 }
 
 /// Names become URL segments and queue keys: keep them plain.
@@ -47,43 +82,37 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// `[section.NAME]` tables, each read by `read`; `None` if any could not be.
 fn named_tables<T>(
     root: &Reader<'_>,
     section: &str,
     read: impl Fn(&Reader<'_>) -> Option<T>,
-) -> (BTreeMap<String, T>, bool) {
+) -> Option<BTreeMap<String, T>> {
     let Some(table) = root.table(section) else {
-        return (BTreeMap::new(), !root.has(section));
+        return (!root.has(section)).then(BTreeMap::new);
     };
     let parent = root.child(section, table);
-    let mut out = BTreeMap::new();
-    let mut ok = true;
-    for name in table.keys() {
-        let Some(t) = parent.table(name) else {
-            ok = false;
-            continue;
-        };
-        if !valid_name(name) {
-            parent.problem(name, "names use only letters, digits, `_` and `-`");
-            ok = false;
-        }
-        let r = parent.child(name, t);
-        match read(&r) {
-            Some(v) => {
-                out.insert(name.clone(), v);
-            }
-            None => ok = false,
-        }
-        r.finish();
-    }
-    (out, ok)
+    let entries: Vec<Option<(String, T)>> = table
+        .keys()
+        .map(|name| {
+            let t = parent.table(name)?;
+            let named = check(&parent, name, Some(()), |()| {
+                (!valid_name(name)).then(|| "names use only letters, digits, `_` and `-`".into())
+            });
+            let r = parent.child(name, t);
+            let value = read(&r);
+            r.finish();
+            named?;
+            Some((name.clone(), value?))
+        })
+        .collect();
+    entries.into_iter().collect()
 }
 
 /// An optional top-level table; absent reads as empty.
-pub(super) fn section<'a>(root: &Reader<'a>, name: &str) -> (Reader<'a>, &'a toml::Table) {
+pub(super) fn section<'a>(root: &Reader<'a>, name: &str) -> Reader<'a> {
     static EMPTY: std::sync::LazyLock<toml::Table> = std::sync::LazyLock::new(toml::Table::new);
-    let t = root.table(name).unwrap_or(&EMPTY);
-    (root.child(name, t), t)
+    root.child(name, root.table(name).unwrap_or(&EMPTY))
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -92,140 +121,131 @@ fn socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn server(root: &Reader<'_>) -> Option<ServerConfig> {
-    let (r, t) = section(root, "server");
-    let listen = r.parsed("listen", socket_addr);
-    let admin_listen = r.parsed("admin_listen", socket_addr);
-    let admin_token = r.string("admin_token").filter(|s| !s.is_empty());
-    let data_dir = r.string("data_dir");
-    let max_body = r.integer("max_body_bytes", 1024, 64 << 20);
-    let min_free = r.integer("min_free_bytes", 0, i64::MAX);
-    let dedup_window = r.parsed("dedup_window", parse_duration);
-    if let Some(w) = dedup_window {
-        if w < ServerConfig::MIN_DEDUP_WINDOW {
-            r.problem(
-                "dedup_window",
-                "must be at least 72h (Shopify redelivers for up to 48 hours)",
-            );
-        }
-    }
-    let max_body_bytes = max_body.map_or(ServerConfig::DEFAULT_MAX_BODY_BYTES, |v| v as u64);
-    let limits = super::limits::read(&r, max_body_bytes);
-    let bad = limits.is_none()
-        || (t.contains_key("listen") && listen.is_none())
-        || (t.contains_key("admin_listen") && admin_listen.is_none())
-        || (t.contains_key("data_dir") && data_dir.is_none())
-        || (t.contains_key("max_body_bytes") && max_body.is_none())
-        || (t.contains_key("min_free_bytes") && min_free.is_none())
-        || (t.contains_key("dedup_window") && dedup_window.is_none());
+    let r = section(root, "server");
+    let address = |k: &str| r.parsed(k, socket_addr);
+    let listen = optional(&r, "listen", ServerConfig::DEFAULT_LISTEN, address);
+    let admin_listen = optional(
+        &r,
+        "admin_listen",
+        ServerConfig::DEFAULT_ADMIN_LISTEN,
+        address,
+    );
+    let admin_token = optional(&r, "admin_token", None, |k| {
+        r.string(k).map(|s| (!s.is_empty()).then_some(Secret(s)))
+    });
+    let data_dir = optional(&r, "data_dir", ServerConfig::DEFAULT_DATA_DIR.into(), |k| {
+        r.string(k)
+    });
+    let max_body_bytes = optional(
+        &r,
+        "max_body_bytes",
+        ServerConfig::DEFAULT_MAX_BODY_BYTES,
+        |k| r.integer(k, 1024, 64 << 20).map(|v| v as u64),
+    );
+    let min_free_bytes = optional(
+        &r,
+        "min_free_bytes",
+        ServerConfig::DEFAULT_MIN_FREE_BYTES,
+        |k| r.integer(k, 0, i64::MAX).map(|v| v as u64),
+    );
+    let dedup_window = duration(&r, "dedup_window", ServerConfig::MIN_DEDUP_WINDOW);
+    let dedup_window = check(&r, "dedup_window", dedup_window, |w| {
+        (*w < ServerConfig::MIN_DEDUP_WINDOW)
+            .then(|| "must be at least 72h (Shopify redelivers for up to 48 hours)".into())
+    });
+    let limits = super::limits::read(
+        &r,
+        max_body_bytes.unwrap_or(ServerConfig::DEFAULT_MAX_BODY_BYTES),
+    );
     r.finish();
-    if bad {
-        return None;
-    }
     Some(ServerConfig {
-        listen: listen.unwrap_or(ServerConfig::DEFAULT_LISTEN),
-        admin_listen: admin_listen.unwrap_or(ServerConfig::DEFAULT_ADMIN_LISTEN),
-        admin_token: admin_token.map(Secret),
-        data_dir: data_dir
-            .unwrap_or_else(|| ServerConfig::DEFAULT_DATA_DIR.into())
-            .into(),
-        max_body_bytes,
-        min_free_bytes: min_free.map_or(ServerConfig::DEFAULT_MIN_FREE_BYTES, |v| v as u64),
-        dedup_window: dedup_window.unwrap_or(ServerConfig::MIN_DEDUP_WINDOW),
+        listen: listen?,
+        admin_listen: admin_listen?,
+        admin_token: admin_token?,
+        data_dir: data_dir?.into(),
+        max_body_bytes: max_body_bytes?,
+        min_free_bytes: min_free_bytes?,
+        dedup_window: dedup_window?,
         limits: limits?,
     })
 }
 
 fn retry(root: &Reader<'_>) -> Option<RetryConfig> {
-    let (r, t) = section(root, "retry");
+    let r = section(root, "retry");
     let d = RetryConfig::default();
-    let mut ok = true;
-    let mut dur = |name: &str, default: Duration| {
-        if !t.contains_key(name) {
-            return default;
-        }
-        r.parsed(name, parse_duration).unwrap_or_else(|| {
-            ok = false;
-            default
-        })
-    };
-    let cfg = RetryConfig {
-        max_age: dur("max_age", d.max_age),
-        initial_interval: dur("initial_interval", d.initial_interval),
-        max_interval: dur("max_interval", d.max_interval),
-    };
-    if cfg.initial_interval.is_zero() {
-        r.problem("initial_interval", "must be greater than 0");
-        ok = false;
-    }
-    if cfg.max_interval < cfg.initial_interval {
-        r.problem("max_interval", "must not be shorter than initial_interval");
-        ok = false;
-    }
+    let max_age = duration(&r, "max_age", d.max_age);
+    let initial_interval = duration(&r, "initial_interval", d.initial_interval);
+    let max_interval = duration(&r, "max_interval", d.max_interval);
+    let initial_interval = check(&r, "initial_interval", initial_interval, |i| {
+        i.is_zero().then(|| "must be greater than 0".into())
+    });
+    let max_interval = check(&r, "max_interval", max_interval, |m| {
+        initial_interval
+            .is_some_and(|i| *m < i)
+            .then(|| "must not be shorter than initial_interval".into())
+    });
     r.finish();
-    ok.then_some(cfg)
+    Some(RetryConfig {
+        max_age: max_age?,
+        initial_interval: initial_interval?,
+        max_interval: max_interval?,
+    })
 }
 
 fn mapping(root: &Reader<'_>) -> Option<MappingConfig> {
-    let (r, _) = section(root, "mapping");
-    let mut cfg = MappingConfig::default();
-    let mut ok = true;
-    if let Some(s) = r.string("naming") {
-        match s.as_str() {
-            "segment" => cfg.naming = Naming::Segment,
-            "snake" => cfg.naming = Naming::Snake,
+    let r = section(root, "mapping");
+    let d = MappingConfig::default();
+    let naming = optional(&r, "naming", d.naming, |k| {
+        r.string(k).and_then(|s| match s.as_str() {
+            "segment" => Some(Naming::Segment),
+            "snake" => Some(Naming::Snake),
             other => {
-                r.problem(
-                    "naming",
-                    format!("`{other}` is not \"segment\" or \"snake\""),
-                );
-                ok = false;
+                r.problem(k, format!("`{other}` is not \"segment\" or \"snake\""));
+                None
             }
-        }
-    }
-    if let Some(s) = r.string("user_id") {
-        match s.as_str() {
-            "email" => cfg.user_id = UserIdRule::Email,
-            "customer_id" => cfg.user_id = UserIdRule::CustomerId,
+        })
+    });
+    let user_id = optional(&r, "user_id", d.user_id, |k| {
+        r.string(k).and_then(|s| match s.as_str() {
+            "email" => Some(UserIdRule::Email),
+            "customer_id" => Some(UserIdRule::CustomerId),
             other => {
-                r.problem(
-                    "user_id",
-                    format!("`{other}` is not \"email\" or \"customer_id\""),
-                );
-                ok = false;
+                r.problem(k, format!("`{other}` is not \"email\" or \"customer_id\""));
+                None
             }
-        }
-    }
-    if let Some(b) = r.bool("identify_on_orders") {
-        cfg.identify_on_orders = b;
-    }
-    if r.string("identity_retention").is_some() {
-        match r.parsed("identity_retention", parse_duration) {
-            Some(d) if d >= super::mapping::MIN_IDENTITY_RETENTION => cfg.identity_retention = d,
-            Some(_) => {
-                r.problem(
-                    "identity_retention",
-                    "must be at least 2d (an order's refunds and fulfillments come days after it)",
-                );
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    if let Some(events) = r.string_map("events") {
-        for (topic, name) in events {
-            if name.trim().is_empty() {
-                r.problem(
-                    &format!("events.\"{topic}\""),
-                    "event name must not be empty",
-                );
-                ok = false;
-            } else {
-                cfg.events.insert(topic, name);
-            }
-        }
-    }
+        })
+    });
+    let identify_on_orders = optional(&r, "identify_on_orders", d.identify_on_orders, |k| {
+        r.bool(k)
+    });
+    let identity_retention = duration(&r, "identity_retention", d.identity_retention);
+    let identity_retention = check(&r, "identity_retention", identity_retention, |d| {
+        (*d < super::mapping::MIN_IDENTITY_RETENTION).then(|| {
+            "must be at least 2d (an order's refunds and fulfillments come days after it)".into()
+        })
+    });
+    let events = optional(&r, "events", d.events, |k| {
+        let events = r.string_map(k)?;
+        let unnamed = events
+            .iter()
+            .filter(|(topic, name)| {
+                let empty = name.trim().is_empty();
+                if empty {
+                    r.problem(&format!("{k}.\"{topic}\""), "event name must not be empty");
+                }
+                empty
+            })
+            .count();
+        (unnamed == 0).then(|| events.into_iter().collect())
+    });
     r.finish();
-    ok.then_some(cfg)
+    Some(MappingConfig {
+        naming: naming?,
+        events: events?,
+        user_id: user_id?,
+        identify_on_orders: identify_on_orders?,
+        identity_retention: identity_retention?,
+    })
 }
 
 /// Routes are checked against every declared destination, even one that
@@ -242,59 +262,63 @@ fn source(r: &Reader<'_>, declared: &BTreeSet<String>) -> Option<SourceConfig> {
             None
         }
     });
-    let secrets = match r.strings("secrets") {
-        Some(s) if s.is_empty() || s.iter().any(|s| s.is_empty()) => {
-            r.problem("secrets", "needs at least one non-empty secret");
-            None
-        }
-        Some(s) => Some(s.into_iter().map(Secret).collect()),
-        None => {
-            if !r.has("secrets") {
-                r.problem("secrets", "is required");
+    let secrets = if r.has("secrets") {
+        check(r, "secrets", r.strings("secrets"), |s| {
+            (s.is_empty() || s.iter().any(String::is_empty))
+                .then(|| "needs at least one non-empty secret".into())
+        })
+    } else {
+        r.problem("secrets", "is required");
+        None
+    };
+    let delivery = optional(r, "delivery", DeliveryMode::Fanout, |k| {
+        r.string(k).and_then(|s| match s.as_str() {
+            "fanout" => Some(DeliveryMode::Fanout),
+            "first-success" => Some(DeliveryMode::FirstSuccess),
+            other => {
+                r.problem(
+                    k,
+                    format!("`{other}` is not \"fanout\" or \"first-success\""),
+                );
+                None
             }
-            None
-        }
-    };
-    let delivery = match r.string("delivery").as_deref() {
-        None | Some("fanout") => Some(DeliveryMode::Fanout),
-        Some("first-success") => Some(DeliveryMode::FirstSuccess),
-        Some(other) => {
-            r.problem(
-                "delivery",
-                format!("`{other}` is not \"fanout\" or \"first-success\""),
-            );
-            None
-        }
-    };
+        })
+    });
     let destinations = if r.has("destinations") {
-        route(r, r.strings("destinations")?, declared)
+        r.strings("destinations")
+            .and_then(|list| route(r, list, declared))
     } else {
         route_all(r, declared)
     };
     Some(SourceConfig {
         kind: kind?,
-        secrets: secrets?,
-        destinations,
+        secrets: secrets?.into_iter().map(Secret).collect(),
+        destinations: destinations?,
         delivery: delivery?,
     })
 }
 
 /// No list means every destination, which must then be at most five.
-fn route_all(r: &Reader<'_>, declared: &BTreeSet<String>) -> Vec<String> {
-    if declared.len() > MAX_DESTINATIONS_PER_SOURCE {
-        r.problem(
-            "destinations",
+fn route_all(r: &Reader<'_>, declared: &BTreeSet<String>) -> Option<Vec<String>> {
+    check(
+        r,
+        "destinations",
+        Some(declared.iter().cloned().collect()),
+        |all: &Vec<String>| {
+            (all.len() > MAX_DESTINATIONS_PER_SOURCE).then(|| {
             format!(
                 "not set, so it means all {} destinations; a source may have at most {MAX_DESTINATIONS_PER_SOURCE}: list them",
-                declared.len()
-            ),
-        );
-    }
-    declared.iter().cloned().collect()
+                all.len()
+            )
+        })
+        },
+    )
 }
 
-fn route(r: &Reader<'_>, list: Vec<String>, declared: &BTreeSet<String>) -> Vec<String> {
-    if list.len() > MAX_DESTINATIONS_PER_SOURCE {
+/// A source's list of destinations: at most five, each defined, none twice.
+fn route(r: &Reader<'_>, list: Vec<String>, declared: &BTreeSet<String>) -> Option<Vec<String>> {
+    let too_many = list.len() > MAX_DESTINATIONS_PER_SOURCE;
+    if too_many {
         r.problem(
             "destinations",
             format!(
@@ -304,18 +328,24 @@ fn route(r: &Reader<'_>, list: Vec<String>, declared: &BTreeSet<String>) -> Vec<
         );
     }
     let mut seen = BTreeSet::new();
-    for d in &list {
-        if !declared.contains(d) {
-            r.problem(
-                "destinations",
-                format!("`{d}` is not a defined [destinations.{d}]"),
-            );
-        }
-        if !seen.insert(d) {
-            r.problem("destinations", format!("`{d}` is listed twice"));
-        }
-    }
-    list
+    let wrong = list
+        .iter()
+        .filter(|d| {
+            let undefined = !declared.contains(*d);
+            if undefined {
+                r.problem(
+                    "destinations",
+                    format!("`{d}` is not a defined [destinations.{d}]"),
+                );
+            }
+            let twice = !seen.insert(*d);
+            if twice {
+                r.problem("destinations", format!("`{d}` is listed twice"));
+            }
+            undefined || twice
+        })
+        .count();
+    (!too_many && wrong == 0).then_some(list)
 }
 
 fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
@@ -335,85 +365,95 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
                 None
             }
         });
-    let format = match r.string("format").as_deref() {
-        None | Some("webhook") => Some(Format::Webhook),
-        Some("webhook-batch") => Some(Format::WebhookBatch),
-        Some("segment-api") => Some(Format::SegmentApi),
-        Some(other) => {
-            r.problem(
-                "format",
-                format!(
-                    "unknown format `{other}` (expected \"webhook\", \"webhook-batch\" or \"segment-api\")"
-                ),
-            );
+    let format = optional(r, "format", Format::Webhook, |k| {
+        r.string(k).and_then(|s| match s.as_str() {
+            "webhook" => Some(Format::Webhook),
+            "webhook-batch" => Some(Format::WebhookBatch),
+            "segment-api" => Some(Format::SegmentApi),
+            other => {
+                r.problem(
+                    k,
+                    format!(
+                        "unknown format `{other}` (expected \"webhook\", \"webhook-batch\" or \"segment-api\")"
+                    ),
+                );
+                None
+            }
+        })
+    });
+    let secret = |k: &str| r.string(k).map(|s| (!s.is_empty()).then_some(Secret(s)));
+    let shared_secret = optional(r, "shared_secret", None, secret);
+    let write_key = match optional(r, "write_key", None, secret) {
+        Some(None) | None if format == Some(Format::SegmentApi) => {
+            r.problem("write_key", "is required for format \"segment-api\"");
             None
         }
+        write_key => write_key,
     };
-    let shared_secret = r.string("shared_secret").filter(|s| !s.is_empty());
-    let write_key = r.string("write_key").filter(|s| !s.is_empty());
-    if format == Some(Format::SegmentApi) && write_key.is_none() {
-        r.problem("write_key", "is required for format \"segment-api\"");
-    }
-    let timeout = duration_or(r, "timeout", DestinationConfig::DEFAULT_TIMEOUT);
-    if matches!(timeout, Some(t) if t.is_zero()) {
-        r.problem("timeout", "must be greater than 0");
-    }
-    let linger = duration_or(r, "linger", DestinationConfig::DEFAULT_LINGER);
-    let headers = r.string_map("headers").map(|hs| {
-        hs.into_iter()
-            .filter(|(k, v)| {
-                let name_ok = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok();
-                let value_ok = reqwest::header::HeaderValue::from_str(v).is_ok();
-                if !name_ok {
-                    r.problem(&format!("headers.\"{k}\""), "is not a valid header name");
-                } else if !value_ok {
-                    r.problem(
-                        &format!("headers.\"{k}\""),
-                        "value is not a valid header value",
-                    );
-                }
-                name_ok && value_ok
-            })
-            .map(|(k, v)| (k, Secret(v)))
-            .collect()
+    let timeout = duration(r, "timeout", DestinationConfig::DEFAULT_TIMEOUT);
+    let timeout = check(r, "timeout", timeout, |t| {
+        t.is_zero().then(|| "must be greater than 0".into())
     });
-    let events = r.strings("events");
-    if matches!(&events, Some(e) if e.is_empty()) {
-        r.problem(
-            "events",
-            "an empty filter would drop every event; remove the key to send all",
-        );
-    }
-    let concurrency = r
-        .integer("concurrency", 1, DestinationConfig::MAX_CONCURRENCY as i64)
-        .map_or(Some(DestinationConfig::DEFAULT_CONCURRENCY), |c| {
-            Some(c as usize)
+    let linger = duration(r, "linger", DestinationConfig::DEFAULT_LINGER);
+    let headers = optional(r, "headers", Vec::new(), |k| {
+        let headers = r.string_map(k)?;
+        let invalid = headers
+            .iter()
+            .filter(|(name, value)| {
+                let key = format!("{k}.\"{name}\"");
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    r.problem(&key, "is not a valid header name");
+                } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+                    r.problem(&key, "value is not a valid header value");
+                } else {
+                    return false;
+                }
+                true
+            })
+            .count();
+        (invalid == 0).then(|| headers.into_iter().map(|(k, v)| (k, Secret(v))).collect())
+    });
+    let events = optional(r, "events", None, |k| {
+        let events = check(r, k, r.strings(k), |e| {
+            e.is_empty().then(|| {
+                "an empty filter would drop every event; remove the key to send all".into()
+            })
         });
+        events.map(Some)
+    });
+    let concurrency = optional(
+        r,
+        "concurrency",
+        DestinationConfig::DEFAULT_CONCURRENCY,
+        |k| {
+            r.integer(k, 1, DestinationConfig::MAX_CONCURRENCY as i64)
+                .map(|c| c as usize)
+        },
+    );
     let batch_max = if format == Some(Format::SegmentApi) {
         DestinationConfig::MAX_SEGMENT_API_BATCH_SIZE
     } else {
         DestinationConfig::MAX_BATCH_SIZE
     } as i64;
-    let batch_size = if r.has("batch_size") {
-        r.integer("batch_size", 1, batch_max).map(|b| b as usize)
-    } else {
-        Some(DestinationConfig::DEFAULT_BATCH_SIZE)
-    };
+    let batch_size = optional(
+        r,
+        "batch_size",
+        DestinationConfig::DEFAULT_BATCH_SIZE,
+        |k| r.integer(k, 1, batch_max).map(|b| b as usize),
+    );
     let filter = program(r, "filter");
     let transform = program(r, "transform");
-    let rate_limit = if r.has("rate_limit") {
-        r.parsed("rate_limit", parse_rate_limit).map(Some)
-    } else {
-        Some(None)
-    };
+    let rate_limit = optional(r, "rate_limit", None, |k| {
+        r.parsed(k, parse_rate_limit).map(Some)
+    });
     Some(DestinationConfig {
         url: url?,
         format: format?,
-        shared_secret: shared_secret.map(Secret),
-        write_key: write_key.map(Secret),
+        shared_secret: shared_secret?,
+        write_key: write_key?,
         timeout: timeout?,
-        headers: headers.unwrap_or_default(),
-        events,
+        headers: headers?,
+        events: events?,
         concurrency: concurrency?,
         batch_size: batch_size?,
         linger: linger?,
@@ -426,30 +466,18 @@ fn destination(r: &Reader<'_>) -> Option<DestinationConfig> {
 /// An optional jq program: `Some(None)` when absent, `None` when it does not
 /// compile (reported with its key and where in the program).
 fn program(r: &Reader<'_>, name: &str) -> Option<Option<JqProgram>> {
-    if !r.has(name) {
-        return Some(None);
-    }
-    let source = r.string(name)?;
-    if source.trim().is_empty() {
-        r.problem(
-            name,
-            "is empty; remove the key to send every event unchanged",
-        );
-        return None;
-    }
-    match JqProgram::compile(&source) {
-        Ok(p) => Some(Some(p)),
-        Err(e) => {
-            r.problem(name, e.to_string());
-            None
+    optional(r, name, None, |k| {
+        let source = r.string(k)?;
+        if source.trim().is_empty() {
+            r.problem(k, "is empty; remove the key to send every event unchanged");
+            return None;
         }
-    }
-}
-
-fn duration_or(r: &Reader<'_>, name: &str, default: Duration) -> Option<Duration> {
-    if r.has(name) {
-        r.parsed(name, parse_duration)
-    } else {
-        Some(default)
-    }
+        match JqProgram::compile(&source) {
+            Ok(p) => Some(Some(p)),
+            Err(e) => {
+                r.problem(k, e.to_string());
+                None
+            }
+        }
+    })
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::build::{check, optional};
 use super::parse_duration;
 use super::reader::Reader;
 
@@ -47,61 +48,36 @@ pub const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 /// per-request cap the budget must be able to hold.
 pub(super) fn read(r: &Reader<'_>, max_body_bytes: u64) -> Option<ListenerLimits> {
     let d = ListenerLimits::default();
-    let mut ok = true;
-    let mut duration = |name: &str, default: Duration| {
-        if !r.has(name) {
-            return default;
-        }
-        match r.parsed(name, parse_duration) {
-            Some(v) if v.is_zero() => {
-                r.problem(name, "must be greater than 0");
-                ok = false;
-                default
-            }
-            Some(v) => v,
-            None => {
-                ok = false;
-                default
-            }
-        }
+    let duration = |name: &str, default: Duration| {
+        let value = optional(r, name, default, |k| r.parsed(k, parse_duration));
+        check(r, name, value, |v| {
+            v.is_zero().then(|| "must be greater than 0".into())
+        })
     };
     let header_read_timeout = duration("header_read_timeout", d.header_read_timeout);
     let body_read_timeout = duration("body_read_timeout", d.body_read_timeout);
     let idle_timeout = duration("idle_timeout", d.idle_timeout);
-    let max_connections = if r.has("max_connections") {
-        let v = r.integer("max_connections", 1, MAX_CONNECTIONS_LIMIT);
-        ok &= v.is_some();
-        v.map(|v| v as usize)
-    } else {
-        None
-    };
-    let unverified_body_budget = if r.has("unverified_body_budget") {
-        match r.integer("unverified_body_budget", 1024, 1 << 40) {
-            Some(v) if (v as u64) < max_body_bytes => {
-                r.problem(
-                    "unverified_body_budget",
-                    format!(
-                        "{v} is less than max_body_bytes ({max_body_bytes}): a body of that size could never be read"
-                    ),
-                );
-                ok = false;
-                d.unverified_body_budget
-            }
-            Some(v) => v as u64,
-            None => {
-                ok = false;
-                d.unverified_body_budget
-            }
-        }
-    } else {
-        // max_body_bytes is at most 64 MiB, so the default always holds one body.
-        d.unverified_body_budget
-    };
-    ok.then_some(ListenerLimits {
-        header_read_timeout,
-        body_read_timeout,
-        idle_timeout,
-        max_connections,
-        unverified_body_budget,
+    let max_connections = optional(r, "max_connections", None, |k| {
+        r.integer(k, 1, MAX_CONNECTIONS_LIMIT)
+            .map(|v| Some(v as usize))
+    });
+    // max_body_bytes is at most 64 MiB, so the default always holds one body.
+    let unverified_body_budget =
+        optional(r, "unverified_body_budget", d.unverified_body_budget, |k| {
+            r.integer(k, 1024, 1 << 40).map(|v| v as u64)
+        });
+    let unverified_body_budget = check(r, "unverified_body_budget", unverified_body_budget, |v| {
+        (*v < max_body_bytes).then(|| {
+            format!(
+                "{v} is less than max_body_bytes ({max_body_bytes}): a body of that size could never be read"
+            )
+        })
+    });
+    Some(ListenerLimits {
+        header_read_timeout: header_read_timeout?,
+        body_read_timeout: body_read_timeout?,
+        idle_timeout: idle_timeout?,
+        max_connections: max_connections?,
+        unverified_body_budget: unverified_body_budget?,
     })
 }

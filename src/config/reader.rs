@@ -192,6 +192,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A table of string values (e.g. `headers`), each interpolated, in file order.
+    /// An entry that cannot be read is left out, its problem recorded, so the caller's
+    /// own checks still run on the others (one run reports every problem).
     pub fn string_map(&self, name: &str) -> Option<Vec<(String, String)>> {
         match self.get(name)? {
             Value::Table(t) => {

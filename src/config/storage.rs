@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::build::{check, optional, section};
 use super::reader::Reader;
 use super::{Secret, parse_duration};
 
@@ -127,34 +128,29 @@ pub fn check_postgres_url(raw: &str) -> Result<(), String> {
 }
 
 pub(super) fn read(root: &Reader<'_>) -> Option<StorageConfig> {
-    let (r, t) = super::build::section(root, "storage");
-    let mut ok = true;
-    let lease = if t.contains_key("lease") {
-        match r.parsed("lease", parse_duration) {
-            Some(d) if d < Duration::from_secs(1) => {
-                r.problem("lease", "must be at least 1s");
-                ok = false;
-                None
-            }
-            Some(d) => Some(d),
-            None => {
-                ok = false;
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let backend = match r.string("backend").as_deref() {
-        None | Some("sled") | Some("embedded") => {
-            for key in ["url", "pool_size"] {
-                if t.contains_key(key) {
-                    r.mark_read(key);
-                    r.problem(key, "only for backend = \"postgres\"");
-                    ok = false;
-                }
-            }
-            Some(Backend::Embedded)
+    let r = section(root, "storage");
+    let lease = optional(&r, "lease", None, |k| {
+        let lease = check(&r, k, r.parsed(k, parse_duration), |d| {
+            (*d < Duration::from_secs(1)).then(|| "must be at least 1s".into())
+        });
+        lease.map(Some)
+    });
+    let name = optional(&r, "backend", "sled".to_owned(), |k| r.string(k));
+    let backend = match name.as_deref() {
+        // Unreadable (its problem recorded): the embedded store's rules still apply.
+        None | Some("sled" | "embedded") => {
+            let postgres_only = ["url", "pool_size"]
+                .into_iter()
+                .filter(|key| {
+                    let set = r.has(key);
+                    if set {
+                        r.mark_read(key);
+                        r.problem(key, "only for backend = \"postgres\"");
+                    }
+                    set
+                })
+                .count();
+            (name.is_some() && postgres_only == 0).then_some(Backend::Embedded)
         }
         Some("postgres") => {
             let url = r.required_string("url").and_then(|u| {
@@ -163,17 +159,13 @@ pub(super) fn read(root: &Reader<'_>) -> Option<StorageConfig> {
                     .ok()
                     .map(|()| Secret::new(u))
             });
-            let pool_size = if t.contains_key("pool_size") {
-                r.integer("pool_size", 1, 1024).map(|n| n as usize)
-            } else {
-                Some(DEFAULT_POOL_SIZE)
-            };
-            match (url, pool_size) {
-                (Some(url), Some(pool_size)) => {
-                    Some(Backend::Postgres(PostgresConfig { url, pool_size }))
-                }
-                _ => None,
-            }
+            let pool_size = optional(&r, "pool_size", DEFAULT_POOL_SIZE, |k| {
+                r.integer(k, 1, 1024).map(|n| n as usize)
+            });
+            Some(Backend::Postgres(PostgresConfig {
+                url: url?,
+                pool_size: pool_size?,
+            }))
         }
         Some(other) => {
             r.problem(
@@ -183,14 +175,10 @@ pub(super) fn read(root: &Reader<'_>) -> Option<StorageConfig> {
             None
         }
     };
-    let bad = t.contains_key("backend") && backend.is_none();
     r.finish();
-    if bad || !ok {
-        return None;
-    }
     Some(StorageConfig {
         backend: backend?,
-        lease,
+        lease: lease?,
     })
 }
 

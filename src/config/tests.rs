@@ -312,3 +312,14 @@ filter = ""
         );
     }
 }
+
+#[test]
+fn an_unreadable_retry_interval_is_one_problem() {
+    let text = format!("{MINIMAL}[retry]\ninitial_interval = \"soon\"\nmax_interval = \"1ms\"\n");
+    assert_eq!(
+        problems(&text),
+        [
+            r#"retry.initial_interval: `soon` is not a duration (use e.g. "500ms", "5s", "10m", "4h")"#
+        ]
+    );
+}
