@@ -96,7 +96,7 @@ fn main() {
         dedup_id: "lg-x-1".into(),
         received_at_ms: 1_795_434_157_123,
     };
-    let webhook = Webhook::from_store(meta, body);
+    let webhook = Webhook::for_test(meta, body);
     let mut bytes_out = 0usize;
     let started = Instant::now();
     let selections = Selections::new(&cfg);

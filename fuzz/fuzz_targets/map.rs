@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         dedup_id: "ev-1".into(),
         received_at_ms: 1_700_000_000_000,
     };
-    let webhook = Webhook::from_store(meta, Bytes::copy_from_slice(body));
+    let webhook = Webhook::for_test(meta, Bytes::copy_from_slice(body));
     if let Ok(events) = map(&webhook, &cfg) {
         for e in events {
             let v = e.as_value();

@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use shoprelay::config::{Config, ConfigError, SourceConfig};
 use shoprelay::delivery::rules::{Candidate, Rules, Verdict};
-use shoprelay::sources::{SourceKind, Webhook, WebhookMeta};
+use shoprelay::sources::{SourceKind, WebhookMeta};
 
 use super::client::sample;
 
@@ -71,8 +71,9 @@ pub fn run(config: &Path, p: &Preview) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
         None => sample(source.kind.as_str(), &topic)?.as_bytes().to_vec(),
     };
-    let webhook = webhook(name, source.kind, &topic, Bytes::from(body));
-    let mapped = shoprelay::mapping::map(&webhook, &cfg.mapping);
+    let meta = meta(name, source.kind, &topic, &body);
+    let mapped =
+        shoprelay::mapping::map_unverified_for_preview(meta, Bytes::from(body), &cfg.mapping);
     let events = match &mapped {
         Ok(events) => events,
         Err(e) => {
@@ -192,16 +193,16 @@ fn pick_source<'a>(
         })
 }
 
-/// The webhook as the relay would store it, without the headers a sender
+/// The webhook's meta as the relay would store it, without the headers a sender
 /// adds: no shop domain or webhook id; its id is the content hash (so the
 /// messageIds are stable for one payload). `SOURCE_DATE_EPOCH` (seconds)
 /// stands for now where an event's time falls back to when it was received.
-fn webhook(source: &str, kind: SourceKind, topic: &str, body: Bytes) -> Webhook {
+fn meta(source: &str, kind: SourceKind, topic: &str, body: &[u8]) -> WebhookMeta {
     let now = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map_or_else(shoprelay::timefmt::now_ms, |s| s * 1000);
-    let meta = WebhookMeta {
+    WebhookMeta {
         kind,
         source: source.to_string(),
         topic: topic.to_string(),
@@ -210,10 +211,9 @@ fn webhook(source: &str, kind: SourceKind, topic: &str, body: Bytes) -> Webhook 
         event_id: None,
         api_version: None,
         triggered_at: None,
-        dedup_id: shoprelay::sources::content_id(topic, &body),
+        dedup_id: shoprelay::sources::content_id(topic, body),
         received_at_ms: now,
-    };
-    Webhook::from_store(meta, body)
+    }
 }
 
 fn fate(v: Verdict<'_>) -> Fate {

@@ -162,6 +162,17 @@ pub fn topics() -> impl Iterator<Item = &'static str> {
     ROUTES.iter().map(|r| r.topic)
 }
 
+/// For `shoprelay preview` only: maps a payload that was never received or
+/// verified exactly as [`map`] maps a verified webhook. The webhook it builds
+/// stays inside, so nothing can queue or send an unsigned payload.
+pub fn map_unverified_for_preview(
+    meta: crate::sources::WebhookMeta,
+    body: bytes::Bytes,
+    cfg: &MappingConfig,
+) -> Result<Vec<Event>, MapError> {
+    map(&Webhook::from_store(meta, body), cfg)
+}
+
 /// Maps one verified webhook to its Segment calls: identify first, then track,
 /// knowing nothing of earlier webhooks (offline: `preview`, tests).
 pub fn map(webhook: &Webhook, cfg: &MappingConfig) -> Result<Vec<Event>, MapError> {

@@ -1,9 +1,12 @@
 //! Layer 2 (see the crate's table): (headers, raw body) → a verified [`Webhook`].
 //!
-//! Nothing downstream ever sees an unverified body: the only constructors of
-//! [`Webhook`] are the per-kind `verify` functions in [`shopify`] and
-//! [`convertedin`], and [`Webhook::from_store`], which rebuilds a webhook that
-//! was verified before it was written to the queue.
+//! Nothing downstream ever sees an unverified body: outside this crate, a
+//! [`Webhook`] is made only by the per-kind `verify` functions in [`shopify`] and
+//! [`convertedin`]. Inside it, the queue rebuilds one it stored after verifying
+//! it, and `shoprelay preview` maps a payload nobody signed through
+//! [`crate::mapping::map_unverified_for_preview`], which never hands out the
+//! webhook. Tests, examples and fuzz targets make one with `Webhook::for_test`
+//! (feature `test-support`: see Cargo.toml).
 
 pub mod convertedin;
 pub mod shopify;
@@ -98,13 +101,21 @@ impl Webhook {
         }
     }
 
-    /// Rebuilds a webhook read back from the queue (it was verified before it
-    /// was stored), or one built by a test or fixture.
-    pub fn from_store(meta: WebhookMeta, body: Bytes) -> Self {
+    /// Rebuilds a webhook read back from the queue: it was verified before it
+    /// was stored.
+    pub(crate) fn from_store(meta: WebhookMeta, body: Bytes) -> Self {
         Webhook {
             meta: std::sync::Arc::new(meta),
             body,
         }
+    }
+
+    /// A webhook no sender signed, for tests, examples and fuzz targets. Only with
+    /// feature `test-support`, which this crate's own tests and examples turn on
+    /// (Cargo.toml) and the relay's binary never has.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn for_test(meta: WebhookMeta, body: Bytes) -> Self {
+        Webhook::from_store(meta, body)
     }
 
     /// The same, sharing a meta already read back (no copy per lane).

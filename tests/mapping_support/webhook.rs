@@ -60,5 +60,5 @@ fn meta(kind: SourceKind, topic: &str, seed: &str, body: &[u8]) -> WebhookMeta {
 }
 
 pub fn webhook(kind: SourceKind, topic: &str, seed: &str, body: &[u8]) -> Webhook {
-    Webhook::from_store(meta(kind, topic, seed, body), Bytes::copy_from_slice(body))
+    Webhook::for_test(meta(kind, topic, seed, body), Bytes::copy_from_slice(body))
 }
