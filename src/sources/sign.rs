@@ -1,5 +1,5 @@
 //! Signing as Shopify and convertedin sign, for whatever plays the sender: the
-//! CLI's `send-test`, `examples/loadgen.rs`, the fuzz targets and the tests.
+//! CLI's `send-test`, `examples/loadgen/`, the fuzz targets and the tests.
 //! The relay itself only verifies (`verify.rs`); this is the one place the
 //! other side is written.
 
