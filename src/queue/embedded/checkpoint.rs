@@ -165,14 +165,7 @@ impl EmbeddedStore {
             if end > min_cursor.segment {
                 break;
             }
-            let mut pointed = false;
-            for kv in self.index.tree.range(index::wkey(first)..index::wkey(end)) {
-                let (_, v) = kv.map_err(index::err)?;
-                if matches!(index::decode_located(&v), Ok(index::Located::Log(_))) {
-                    pointed = true;
-                    break;
-                }
-            }
+            let pointed = self.pinned(first, end)?;
             if !pointed {
                 unused.push(first);
             }
@@ -200,15 +193,50 @@ impl EmbeddedStore {
         Ok(freed)
     }
 
-    /// Whether a retry or dead letter points into log segment `first` or a later one.
-    fn log_pointers_from(&self, first: u64) -> Result<bool, StoreError> {
-        for kv in self
+    /// Whether webhook `w` has a delivery still due (a retry, or a dead
+    /// letter replayed), not dead.
+    fn has_retry(&self, w: crate::queue::WebhookId) -> Result<bool, StoreError> {
+        for k in self
             .index
             .tree
-            .range(index::wkey(first)..index::wkey(u64::MAX))
+            .scan_prefix(index::key(b'd', &[&index::be(w)]))
+            .keys()
         {
-            let (_, v) = kv.map_err(index::err)?;
-            if matches!(index::decode_located(&v), Ok(index::Located::Log(_))) {
+            let k = k.map_err(index::err)?;
+            if let Some(id) = index::parse_id(&k) {
+                if let Some(rec) = self.index.get_delivery(id)? {
+                    if !matches!(rec.state, crate::queue::DeliveryState::Dead { .. }) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a retry or dead letter points into log segment `first` or a later one.
+    fn log_pointers_from(&self, first: u64) -> Result<bool, StoreError> {
+        self.pinned(first, u64::MAX)
+    }
+
+    /// Whether the index needs a record of the log's webhooks `from..to`:
+    /// one it locates in the log (a retry, a dead letter too large to move),
+    /// or one dead in a lane, moved to the dead-letter log, but still due in
+    /// another (its record in the log is what an index rebuilt from the logs
+    /// would find that retry by: the dead-letter log only recreates dead
+    /// letters).
+    fn pinned(&self, from: u64, to: u64) -> Result<bool, StoreError> {
+        for kv in self.index.tree.range(index::wkey(from)..index::wkey(to)) {
+            let (k, v) = kv.map_err(index::err)?;
+            let pins = match index::decode_located(&v) {
+                Ok(index::Located::Log(_)) => true,
+                Ok(index::Located::Dead(_)) => match k.get(1..) {
+                    Some(w) => self.has_retry(index::read_u64(w))?,
+                    None => false,
+                },
+                Err(_) => false,
+            };
+            if pins {
                 return Ok(true);
             }
         }

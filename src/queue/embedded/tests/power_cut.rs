@@ -234,3 +234,25 @@ fn a_dead_letter_survives_an_index_that_opens_empty() {
         0,
     );
 }
+
+/// Found by the property test: a webhook dead in one lane moved to the
+/// dead-letter log while a retry of it was due in another; the checkpoint
+/// then deleted its log segment, and an index rebuilt from the logs (the old
+/// one unopenable) had lost that retry. The segment is now kept while such a
+/// retry is due.
+#[test]
+fn a_retry_survives_a_rebuilt_index_when_another_lane_buried_its_webhook() {
+    run(
+        vec![
+            Op::Accept(vec![(0, 3)], false),
+            Op::Bury(0, 1),
+            Op::Accept(vec![(1, 1)], true),
+            Op::Fail(1, 1),
+            Op::Accept(vec![(0, 1)], false),
+            Op::Checkpoint,
+        ],
+        IndexAtCut::Unopenable,
+        false,
+        0,
+    );
+}
