@@ -2,7 +2,7 @@
 //! per (scope, kind, key), shared by every relay, so a customer learned by
 //! one relay's webhook names the events another relay maps.
 
-use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_i64};
+use super::{PgStore, pg_err, pool_err, to_i64};
 use crate::mapping::IdKind;
 use crate::queue::StoreError;
 use crate::queue::identity::REFRESH_MS;
@@ -176,17 +176,11 @@ impl PgStore {
     }
 
     pub(super) fn identity_remove_before(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.call(move |pool| async move {
-            let c = pool.get().await.map_err(pool_err)?;
-            let n = delete_in_batches(
-                &c,
-                "DELETE FROM shoprelay_identity WHERE ctid IN (
-                     SELECT ctid FROM shoprelay_identity WHERE seen_at_ms < $1 LIMIT $2)",
-                &[&to_i64(before_ms), &DELETE_BATCH],
-            )
-            .await?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
+        self.delete_before(
+            "DELETE FROM shoprelay_identity WHERE ctid IN (
+                 SELECT ctid FROM shoprelay_identity WHERE seen_at_ms < $1 LIMIT $2)",
+            before_ms,
+        )
     }
 }
 

@@ -264,6 +264,18 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 /// holds its locks for long.
 const DELETE_BATCH: i64 = 5000;
 
+impl PgStore {
+    /// Deletes, a batch per statement, the rows `sql` selects as older than
+    /// `before_ms` (`$1`, `LIMIT $2`): expired dedup keys, identities.
+    fn delete_before(&self, sql: &'static str, before_ms: u64) -> Result<usize, StoreError> {
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let n = delete_in_batches(&c, sql, &[&to_i64(before_ms), &DELETE_BATCH]).await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+}
+
 /// Runs `sql`, a `DELETE` of at most [`DELETE_BATCH`] rows (passed among
 /// `params`), until a run deletes fewer; returns how many were deleted.
 async fn delete_in_batches(

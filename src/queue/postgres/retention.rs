@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_i64, to_u64};
+use super::{DELETE_BATCH, PgStore, delete_in_batches, pg_err, pool_err, to_u64};
 use crate::queue::{LaneStats, StoreError};
 
 /// How often `flush` looks for webhooks no delivery needs.
@@ -163,17 +163,11 @@ impl PgStore {
     /// Deletes dedup keys of webhooks received before `before_ms`, a batch
     /// per statement.
     pub(super) fn expire_dedup_keys(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.call(move |pool| async move {
-            let c = pool.get().await.map_err(pool_err)?;
-            let n = delete_in_batches(
-                &c,
-                "DELETE FROM shoprelay_dedup WHERE key IN (
-                     SELECT key FROM shoprelay_dedup WHERE accepted_at_ms < $1 LIMIT $2)",
-                &[&to_i64(before_ms), &DELETE_BATCH],
-            )
-            .await?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
+        self.delete_before(
+            "DELETE FROM shoprelay_dedup WHERE key IN (
+                 SELECT key FROM shoprelay_dedup WHERE accepted_at_ms < $1 LIMIT $2)",
+            before_ms,
+        )
     }
 
     /// Every [`EVERY`]: deletes webhooks that no delivery needs (two lanes
