@@ -72,6 +72,23 @@ pub fn webhook(dedup: &str, body: &str) -> Webhook {
 }
 
 /// Webhook `dedup` to `lanes` (each lane one destination of its name).
+/// Webhooks `a`, `b` and `c` accepted at 100 for lane `x`, all three claimed
+/// (leases until 1000), in that order.
+pub fn abc_claimed(s: &dyn Store) -> Vec<Claimed> {
+    s.accept_batch(
+        &[
+            accept("a", &["x"]),
+            accept("b", &["x"]),
+            accept("c", &["x"]),
+        ],
+        100,
+    )
+    .unwrap();
+    let c = s.claim_due("x", 100, 1000, 10).unwrap();
+    assert_eq!(c.len(), 3);
+    c
+}
+
 pub fn accept(dedup: &str, lanes: &[&str]) -> Accept {
     Accept {
         webhook: webhook(dedup, r#"{"id":1}"#),
@@ -287,16 +304,7 @@ pub fn survives_reopen(open: &Open) {
     let path = dir.path().join("data");
     let (dead_id, a) = {
         let s = open(&path);
-        s.accept_batch(
-            &[
-                accept("a", &["x"]),
-                accept("b", &["x"]),
-                accept("c", &["x"]),
-            ],
-            100,
-        )
-        .unwrap();
-        let c = s.claim_due("x", 100, 1000, 3).unwrap();
+        let c = abc_claimed(s.as_ref());
         // a: in flight at the stop; b: retrying; c: dead.
         s.update(&failed(&c[1], 2000), c[1].lease).unwrap();
         s.bury(&dead(&c[2].record, 200, "HTTP 400"), c[2].lease)
@@ -406,17 +414,7 @@ pub fn complete_many_is_complete_for_each(open: &Open) {
 /// attempts and retries alike, and none whose lease has moved on.
 pub fn completing_in_memory_first_is_the_same_as_complete_many(open: &Open) {
     let (_d, s) = fresh(open);
-    s.accept_batch(
-        &[
-            accept("a", &["x"]),
-            accept("b", &["x"]),
-            accept("c", &["x"]),
-        ],
-        100,
-    )
-    .unwrap();
-    let c = s.claim_due("x", 100, 1000, 10).unwrap();
-    assert_eq!(c.len(), 3);
+    let c = abc_claimed(s.as_ref());
     // b becomes a retry (its record in the index), claimed again.
     s.update(&failed(&c[1], 200), c[1].lease).unwrap();
     let b = s.claim_due("x", 200, 1000, 10).unwrap();

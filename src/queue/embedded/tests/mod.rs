@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::EmbeddedStore;
 use super::io::Fs;
 use super::io::RealFs;
-use crate::queue::contract::{accept, dead, failed, store_contract};
+use crate::queue::contract::{abc_claimed, accept, dead, failed, store_contract};
 use crate::queue::*;
 use sim::SimFs;
 
@@ -241,16 +241,7 @@ fn an_index_that_cannot_be_opened_is_moved_aside_and_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        s.accept_batch(
-            &[
-                accept("a", &["x"]),
-                accept("b", &["x"]),
-                accept("c", &["x"]),
-            ],
-            100,
-        )
-        .unwrap();
-        let c = s.claim_due("x", 100, 1000, 10).unwrap();
+        let c = abc_claimed(&s);
         s.complete_many("x", &[(c[0].record.id, c[0].lease)])
             .unwrap();
         s.update(&failed(&c[1], 5000), c[1].lease).unwrap();
