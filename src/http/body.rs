@@ -74,7 +74,7 @@ pub struct BodyLimits {
 }
 
 /// Reads the body, reserving its bytes before they arrive: the declared
-/// Content-Length at once, a chunked body as its buffer grows. The [`Held`]
+/// Content-Length at once, a chunked body block by block as it arrives. The [`Held`]
 /// share is to be dropped once the body is verified (or refused).
 pub async fn read<S, B, E>(
     mut body: S,

@@ -4,7 +4,7 @@
 //! Measured before it existed: 300 connections each sending a 1 MiB body
 //! minus one byte and stalling took the relay from 35 to 496 MB, unsigned. A
 //! body now reserves its bytes before they are read (its whole Content-Length
-//! at once; a chunked body as its buffer grows), so the bodies held never add
+//! at once; a chunked body block by block as it arrives), so the bodies held never add
 //! up to more than the budget.
 //!
 //! A budget alone would let stalled bodies keep every signed webhook out
